@@ -1,0 +1,274 @@
+"""Structured configs: the schema every run is validated against.
+
+Each option of a config group (model, dataset, method) has its own dataclass,
+registered in Hydra's ConfigStore under ``schema/<group>/<option>``; the YAML
+file of that option lists it first in its defaults so that Hydra refuses
+unknown keys and wrong types while composing. ``validate`` checks the final
+config once more, because ``+key=value`` bypasses a schema, and turns it into
+typed objects whose ``__post_init__`` checks ranges.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+from .errors import ConfigError  # noqa: E402  (re-exported: config users import it from here)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Optim(str, Enum):
+    adam = "adam"
+    sgd = "sgd"
+
+
+class Schedule(str, Enum):
+    constant = "constant"
+    cosine = "cosine"
+    multistep = "multistep"
+
+
+class PruneRule(str, Enum):
+    std = "std"  # |w| < threshold * std(W), per tensor (DeepHoyer's MNIST rule)
+    abs = "abs"  # |w| < threshold
+    sparsity = "sparsity"  # smallest |w| until prune.sparsity is reached
+    keep = "keep"  # no pruning: only weights that are already zero are masked
+
+
+class Scope(str, Enum):
+    layer = "layer"
+    global_ = "global"
+
+
+# ---------------------------------------------------------------- models
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+
+
+@dataclass
+class LeNet300Config(ModelConfig):
+    name: str = "lenet300"
+    hidden: list[int] = field(default_factory=lambda: [300, 100])
+
+    def __post_init__(self) -> None:
+        _require(all(h > 0 for h in self.hidden), "model.hidden sizes must be positive.")
+
+
+@dataclass
+class LeNet5Config(ModelConfig):
+    name: str = "lenet5"
+
+
+# ---------------------------------------------------------------- datasets
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    root: Optional[str] = None  # None: $SPARSITY_BENCH_DATA, else <checkout>/data
+    download: bool = True
+    verify: bool = True
+    limit: Optional[int] = None  # use only the first N training examples
+    val_size: int = 5000  # carved from the end of the training set
+    normalize: bool = False  # False: pixels in [0, 1] as the L0 paper
+
+    def __post_init__(self) -> None:
+        _require(self.limit is None or self.limit > 0, "dataset.limit must be a positive number of examples (or null for all).")
+        _require(self.val_size >= 0, "dataset.val_size must be >= 0.")
+
+
+@dataclass
+class MnistConfig(DatasetConfig):
+    name: str = "mnist"
+
+
+@dataclass
+class SyntheticConfig(DatasetConfig):
+    name: str = "synthetic"
+    train_size: int = 2000
+    test_size: int = 500
+    num_classes: int = 10
+    shape: list[int] = field(default_factory=lambda: [1, 28, 28])
+    noise: float = 1.0
+    val_size: int = 200
+    generator_seed: int = 1234
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.train_size > self.val_size, "dataset.train_size must exceed dataset.val_size.")
+        _require(self.num_classes >= 2, "dataset.num_classes must be >= 2.")
+
+
+# ---------------------------------------------------------------- methods
+@dataclass
+class MethodConfig:
+    name: str = MISSING
+    lam: float = 0.0
+    target_sparsity: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        _require(self.lam >= 0, f"method.lam must be >= 0 (got {self.lam}).")
+        _require(
+            self.target_sparsity is None or 0.0 <= self.target_sparsity < 1.0,
+            f"method.target_sparsity must lie in [0, 1) (got {self.target_sparsity}).",
+        )
+
+
+@dataclass
+class NoneConfig(MethodConfig):
+    name: str = "none"
+
+
+@dataclass
+class L1Config(MethodConfig):
+    name: str = "l1"
+    lam: float = 1e-4
+
+
+@dataclass
+class L2Config(MethodConfig):
+    name: str = "l2"
+    lam: float = 1e-4
+
+
+@dataclass
+class MagnitudeConfig(MethodConfig):
+    name: str = "magnitude"
+    target_sparsity: Optional[float] = 0.9
+
+
+# ---------------------------------------------------------------- phases
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 100
+    lr: float = 1e-3
+    optimizer: Optim = Optim.adam
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    schedule: Schedule = Schedule.cosine
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of the run
+    lr_decay: float = 0.1
+    grad_clip: float = 0.0  # 0: off
+    eval_batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 0, f"train.epochs must be >= 0 (got {self.epochs}).")
+        _require(self.batch_size > 0, f"train.batch_size must be a positive integer (got {self.batch_size}).")
+        _require(self.eval_batch_size > 0, "train.eval_batch_size must be positive.")
+        _require(self.lr > 0, f"train.lr must be > 0 (got {self.lr}).")
+        _require(self.weight_decay >= 0, "train.weight_decay must be >= 0.")
+        _require(self.grad_clip >= 0, "train.grad_clip must be >= 0 (0 turns it off).")
+        _require(all(0 < m < 1 for m in self.milestones), "train.milestones are fractions of the run, each in (0, 1).")
+
+
+@dataclass
+class FinetuneConfig(TrainConfig):
+    epochs: int = 5
+    lr: float = 1e-3
+    keep_best: bool = True  # keep the epoch with the best validation accuracy
+
+
+@dataclass
+class PruneConfig:
+    rule: PruneRule = PruneRule.std
+    threshold: float = 0.25  # std multiplier for rule=std, absolute value for rule=abs
+    sparsity: float = 0.9  # for rule=sparsity
+    scope: Scope = Scope.global_  # for rule=sparsity: per layer or one global threshold
+
+    def __post_init__(self) -> None:
+        _require(self.threshold >= 0, "prune.threshold must be >= 0.")
+        _require(0 <= self.sparsity < 1, f"prune.sparsity must lie in [0, 1) (got {self.sparsity}).")
+
+
+@dataclass
+class RunConfig:
+    model: Any = MISSING
+    dataset: Any = MISSING
+    method: Any = MISSING
+    train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    seed: int = 0
+    device: Device = Device.auto
+    threads: Optional[int] = None  # CPU threads; None: torch's default
+    progress: bool = True  # per-epoch progress bar on a terminal
+    histograms: bool = True  # weight histograms in TensorBoard, once per epoch
+
+
+SCHEMAS: dict[str, dict[str, type]] = {
+    "model": {"lenet300": LeNet300Config, "lenet5": LeNet5Config},
+    "dataset": {"mnist": MnistConfig, "synthetic": SyntheticConfig},
+    "method": {
+        "none": NoneConfig,
+        "l1": L1Config,
+        "l2": L2Config,
+        "magnitude": MagnitudeConfig,
+    },
+}
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    for group, options in SCHEMAS.items():
+        for name, schema in options.items():
+            cs.store(group=f"schema/{group}", name=name, node=schema)
+
+
+def _typed_group(node: Any, group: str) -> Any:
+    from omegaconf.errors import OmegaConfBaseException
+
+    name = node.get("name") if isinstance(node, dict) else None
+    options = SCHEMAS[group]
+    if name not in options:
+        raise ConfigError(f"Unknown {group} '{name}': choose one of {', '.join(sorted(options))}.")
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(options[name]), node))
+    except OmegaConfBaseException as err:
+        raise ConfigError(describe_omegaconf_error(err, prefix=group)) from None
+
+
+def validate(cfg: DictConfig) -> RunConfig:
+    """The final composed config as typed objects, or ConfigError with one sentence."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    job_keys = [k for k in cfg if k != "hydra"]  # compose(return_hydra_config=True) adds hydra
+    plain = OmegaConf.to_container(OmegaConf.masked_copy(cfg, job_keys), resolve=True)
+    try:
+        groups = {g: _typed_group(plain.get(g), g) for g in SCHEMAS}
+        run: RunConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), plain))
+    except OmegaConfBaseException as err:
+        raise ConfigError(describe_omegaconf_error(err)) from None
+    except ValueError as err:  # a __post_init__ range check
+        raise ConfigError(str(err)) from None
+    run.model, run.dataset, run.method = groups["model"], groups["dataset"], groups["method"]
+    return run
+
+
+def describe_omegaconf_error(err: Exception, prefix: str = "") -> str:
+    """One sentence for an OmegaConf key or type error (keys inside a group get its prefix)."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+    key = getattr(err, "full_key", None) or getattr(err, "key", None) or "?"
+    key = f"{prefix}.{key}" if prefix else key
+    msg = str(err).splitlines()[0]
+    if isinstance(err, (ConfigKeyError, ConfigAttributeError)):
+        return f"Unknown config key '{key}': check its spelling, or run with --cfg job to list the valid keys."
+    if isinstance(err, ValidationError):
+        return f"Invalid value for '{key}': {msg.rstrip('.')}."
+    return f"Invalid config at '{key}': {msg.rstrip('.')}."

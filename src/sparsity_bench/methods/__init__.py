@@ -1,0 +1,16 @@
+"""Sparsity methods behind one interface (see base.Method), found by config name."""
+from __future__ import annotations
+
+from .base import Method
+from .baselines import L1, L2, Magnitude, NoMethod
+
+METHODS: dict[str, type[Method]] = {
+    "none": NoMethod,
+    "l1": L1,
+    "l2": L2,
+    "magnitude": Magnitude,
+}
+
+
+def build_method(cfg, n_train: int) -> Method:
+    return METHODS[cfg.name](cfg, n_train)

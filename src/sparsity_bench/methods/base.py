@@ -1,0 +1,62 @@
+"""The one interface every sparsity method implements. The training loop knows only this."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import MethodConfig, PruneConfig
+from ..metrics.sparsity import prunable_weights
+from ..pruning import Masks, magnitude_masks
+
+
+class Method:
+    """A sparsity method: a regularizer and/or a way to reparametrize weights, plus a mask rule.
+
+    The defaults describe "train dense, prune by magnitude": no reparametrization,
+    no penalty, masks from the run's prune rule (or method.target_sparsity).
+    """
+
+    def __init__(self, cfg: MethodConfig, n_train: int):
+        self.cfg = cfg
+        self.n_train = n_train  # training-set size: some penalties are scaled by 1/N
+
+    def attach(self, model: nn.Module) -> None:
+        """Wrap the model's layers where the method needs it (gates, masking)."""
+
+    def penalty(self, model: nn.Module) -> torch.Tensor | None:
+        """The regularizer added to the batch loss, or None when there is none."""
+        return None
+
+    def step(self, progress: float) -> None:
+        """Called after every optimizer step; progress in [0, 1] through the training phase."""
+
+    def masks(self, model: nn.Module, prune: PruneConfig) -> Masks:
+        """Which weights survive pruning (True = kept)."""
+        return magnitude_masks(prunable_weights(model), prune, self.cfg.target_sparsity)
+
+    def detach(self, model: nn.Module) -> None:
+        """Undo attach, leaving a plain model whose weights are what the method trained."""
+
+    def scalars(self, model: nn.Module) -> dict[str, float]:
+        """Method-specific values for TensorBoard (under method/)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class WeightPenalty(Method):
+    """lam * sum over prunable weights of f(W): the family of L1, L2 and friends."""
+
+    def term(self, w: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def penalty(self, model: nn.Module) -> torch.Tensor | None:
+        if self.cfg.lam == 0:
+            return None
+        return self.cfg.lam * sum(self.term(w) for w in prunable_weights(model).values())

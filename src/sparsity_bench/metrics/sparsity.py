@@ -1,0 +1,43 @@
+"""Sparsity of prunable layers: pure functions of a model's weights.
+
+Prunable layers are the Conv2d and Linear modules (their ``weight``; biases are
+never pruned). A layer's *units* follow the L0 paper: a Linear layer's input
+features, a Conv2d layer's output filters. A unit is kept while any of its
+weights is non-zero.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+PRUNABLE = (nn.Conv2d, nn.Linear)
+
+
+def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Conv2d and Linear modules in registration (= forward, for our models) order."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, PRUNABLE)]
+
+
+def prunable_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """{"<layer>.weight": tensor} for every prunable layer."""
+    return {f"{name}.weight": m.weight for name, m in prunable_layers(model)}
+
+
+def unit_alive(module: nn.Module, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Bool per unit: Linear input feature (column) or Conv2d output filter, any weight non-zero."""
+    w = module.weight if weight is None else weight
+    nz = w.detach() != 0
+    if isinstance(module, nn.Linear):
+        return nz.any(dim=0)
+    return nz.flatten(1).any(dim=1)
+
+
+def count_nonzero(model: nn.Module) -> tuple[int, int]:
+    """(total, non-zero) weights of the prunable layers."""
+    ws = prunable_weights(model).values()
+    return sum(w.numel() for w in ws), sum(int((w != 0).sum()) for w in ws)
+
+
+def architecture(model: nn.Module) -> str:
+    """Units kept per prunable layer, L0-paper style: "219-214-100"."""
+    return "-".join(str(int(unit_alive(m).sum())) for _, m in prunable_layers(model))

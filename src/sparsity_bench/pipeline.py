@@ -1,0 +1,265 @@
+"""train -> prune -> finetune for one run, with a checkpoint after every epoch.
+
+The loop knows the Method interface only: attach, penalty, step, masks, detach, state.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .config import Optim, RunConfig, Schedule, TrainConfig
+from .data import Data, Split, load_data
+from .methods import Method, build_method
+from .metrics import measure
+from .models import build_model
+from .pruning import Masks, apply_masks, mask_gradients
+from .run_log import Recorder
+
+log = logging.getLogger("sparsity_bench")
+
+
+from .errors import ConfigError, TrainingDiverged  # noqa: E402
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda was asked for but no CUDA GPU is visible; use device=cpu or device=auto.")
+    return torch.device(name)
+
+
+def make_optimizer(params, t: TrainConfig) -> torch.optim.Optimizer:
+    if t.optimizer == Optim.sgd:
+        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay)
+    return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, t: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step learning-rate factor: constant, cosine to zero, or steps at fractions of the run."""
+    total = max(total_steps, 1)
+    if t.schedule == Schedule.cosine:
+        factor = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))  # noqa: E731
+    elif t.schedule == Schedule.multistep:
+        marks = [m * total for m in t.milestones]
+        factor = lambda s: t.lr_decay ** sum(s >= m for m in marks)  # noqa: E731
+    else:
+        factor = lambda s: 1.0  # noqa: E731
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, batch_size: int) -> float:
+    """Top-1 accuracy on a split."""
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=split.y.device)
+    for x, y in split.batches(batch_size):
+        correct += (model(x).argmax(dim=1) == y).sum()
+    model.train(was_training)
+    return correct.item() / max(len(split), 1)
+
+
+def _rng_state(gen: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "data": gen.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict, gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    gen.set_state(state["data"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Pipeline:
+    def __init__(self, cfg: RunConfig, run_dir: Path, config_dict: dict):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.config_dict = config_dict
+        self.ckpt_path = self.run_dir / "checkpoints" / "last.pt"
+        self.device = pick_device(cfg.device.value)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.data: Data = load_data(cfg.dataset, self.device)
+        self.model = build_model(cfg.model, self.data.input_shape, self.data.num_classes).to(self.device)
+        self.method: Method = build_method(cfg.method, n_train=len(self.data.train))
+        self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.masks: Masks | None = None
+        self.phases: dict[str, dict] = {}
+        self.epoch_step = 0  # TensorBoard x-axis: epochs across train and finetune
+        self.rec: Recorder | None = None
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save(self, phase: str, epoch: int, opt, sched, best: dict | None, clock: tuple[float, float]) -> None:
+        state = {
+            "phase": phase, "epoch": epoch, "epoch_step": self.epoch_step, "clock": clock,
+            "model": self.model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "method": self.method.state_dict(), "masks": self.masks, "phases": self.phases,
+            "best": best, "rng": _rng_state(self.gen), "config": self.config_dict,
+        }  # fmt: skip
+        self._write_checkpoint(state)
+
+    def _write_checkpoint(self, state: dict) -> None:
+        self.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.ckpt_path.with_suffix(".pt.tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.ckpt_path)  # atomic: a crash mid-write leaves the previous checkpoint
+
+    def _load(self) -> dict | None:
+        if not self.ckpt_path.is_file():
+            return None
+        return torch.load(self.ckpt_path, map_location=self.device, weights_only=False)
+
+    # ------------------------------------------------------------------ one phase
+    def _fit(self, phase: str, t: TrainConfig, penalize: bool, resume: dict | None) -> dict:
+        model, data, method = self.model, self.data, self.method
+        steps_per_epoch = math.ceil(len(data.train) / t.batch_size)
+        total_steps = t.epochs * steps_per_epoch
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = make_optimizer(params, t)
+        sched = make_scheduler(opt, t, total_steps)
+        start_epoch, best, seconds, train_seconds = 0, None, 0.0, 0.0
+        if resume is not None:
+            opt.load_state_dict(resume["optimizer"])
+            sched.load_state_dict(resume["scheduler"])
+            start_epoch, best = resume["epoch"], resume["best"]
+            seconds, train_seconds = resume["clock"]
+            _set_rng_state(resume["rng"], self.gen)
+        keep_best = getattr(t, "keep_best", False)
+        show_bar = self.cfg.progress and sys.stderr.isatty()
+
+        for epoch in range(start_epoch, t.epochs):
+            t0 = time.perf_counter()
+            model.train()
+            loss_sum = torch.zeros((), device=self.device)
+            pen_sum = torch.zeros((), device=self.device)
+            bar = tqdm(total=steps_per_epoch, desc=f"{phase} {epoch + 1}/{t.epochs}", leave=False, disable=not show_bar)
+            for i, (x, y) in enumerate(data.train.batches(t.batch_size, self.gen)):
+                loss = F.cross_entropy(model(x), y)
+                total = loss
+                pen = method.penalty(model) if penalize else None
+                if pen is not None:
+                    total = loss + pen
+                    pen_sum += pen.detach()
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+                if self.masks is not None:
+                    mask_gradients(model, self.masks)
+                if t.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(params, t.grad_clip)
+                opt.step()
+                sched.step()
+                if self.masks is not None:
+                    apply_masks(model, self.masks)
+                if penalize:
+                    method.step((epoch * steps_per_epoch + i + 1) / max(total_steps, 1))
+                loss_sum += loss.detach()
+                bar.update()
+            bar.close()
+            train_seconds += time.perf_counter() - t0
+
+            mean_loss = (loss_sum / steps_per_epoch).item()
+            if not math.isfinite(mean_loss) or not all(torch.isfinite(p).all() for p in params):
+                hint = "a smaller train.lr or method.lam" if penalize else "a smaller finetune.lr"
+                raise TrainingDiverged(
+                    f"The loss became NaN/Inf in the {phase} phase at epoch {epoch + 1}; try {hint}. "
+                    f"The last good checkpoint is {self.ckpt_path}."
+                )
+            val_acc = evaluate(model, data.val, t.eval_batch_size)
+            self.epoch_step += 1
+            measured = measure(model, data.input_shape)
+            scalars = {f"{phase}/loss": mean_loss, f"{phase}/lr": sched.get_last_lr()[0], "val/acc": val_acc}
+            if penalize and pen_sum.item() != 0:
+                scalars[f"{phase}/penalty"] = (pen_sum / steps_per_epoch).item()
+            scalars.update({f"method/{k}": v for k, v in method.scalars(model).items()} if penalize else {})
+            self.rec.scalars(scalars, self.epoch_step)
+            self.rec.layer_sparsity(measured, self.epoch_step)
+            self.rec.weight_histograms(model, self.epoch_step)
+            if keep_best and (best is None or val_acc > best["val_acc"]):
+                best = {"val_acc": val_acc, "epoch": epoch + 1, "model": copy.deepcopy(model.state_dict())}
+            seconds += time.perf_counter() - t0
+            log.info(
+                "%s epoch %d/%d  loss %.4f  val %.2f%%  sparsity %.2f%%  %.1fs",
+                phase, epoch + 1, t.epochs, mean_loss, 100 * val_acc, 100 * measured["sparsity"], time.perf_counter() - t0,
+            )
+            self._save(phase, epoch + 1, opt, sched, best, (seconds, train_seconds))
+
+        if best is not None and best["val_acc"] > evaluate(model, data.val, t.eval_batch_size):
+            model.load_state_dict(best["model"])
+            log.info("%s: keeping epoch %d, the best on validation (%.2f%%)", phase, best["epoch"], 100 * best["val_acc"])
+        samples = t.epochs * len(data.train)
+        return {
+            "test_acc": evaluate(model, data.test, t.eval_batch_size),
+            "val_acc": evaluate(model, data.val, t.eval_batch_size),
+            "seconds": seconds,
+            "samples_per_second": samples / train_seconds if train_seconds > 0 else None,
+            "epochs": t.epochs,
+        }
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> dict:
+        cfg, model = self.cfg, self.model
+        ckpt = self._load()
+        if ckpt is not None and ckpt.get("finished"):
+            return ckpt["results"]
+        resuming_finetune = ckpt is not None and ckpt["phase"] == "finetune"
+        if ckpt is not None:
+            self.phases, self.epoch_step, self.masks = ckpt["phases"], ckpt["epoch_step"], ckpt["masks"]
+            self.method.load_state_dict(ckpt["method"])
+            log.info("Resuming from %s (%s phase, epoch %d).", self.ckpt_path, ckpt["phase"], ckpt["epoch"])
+        self.rec = Recorder(self.run_dir, self.config_dict, cfg.histograms, purge_step=self.epoch_step + 1 if ckpt else None)
+        try:
+            if not resuming_finetune:
+                self.method.attach(model)
+                if ckpt is not None:
+                    model.load_state_dict(ckpt["model"])
+                self.phases["train"] = self._fit("train", cfg.train, True, ckpt)
+                self.rec.scalars({"test/acc": self.phases["train"]["test_acc"]}, self.epoch_step)
+
+                t0 = time.perf_counter()
+                self.masks = self.method.masks(model, cfg.prune)
+                self.method.detach(model)
+                apply_masks(model, self.masks)
+                self.phases["prune"] = {
+                    "test_acc": evaluate(model, self.data.test, cfg.train.eval_batch_size),
+                    "val_acc": evaluate(model, self.data.val, cfg.train.eval_batch_size),
+                    "seconds": time.perf_counter() - t0,
+                }
+                ckpt = None
+            else:
+                model.load_state_dict(ckpt["model"])
+            self.phases["finetune"] = self._fit("finetune", cfg.finetune, False, ckpt)
+            final = {"test_acc": self.phases["finetune"]["test_acc"], **measure(model, self.data.input_shape)}
+            layers = final.pop("layers")
+            final.update({"slim_max_abs_diff": None, "speedup_measured": None})
+            self.rec.scalars({"test/acc": final["test_acc"]}, self.epoch_step)
+            self.rec.layer_sparsity({**final, "layers": layers}, self.epoch_step)
+            self.rec.hparams(final)
+            results = {
+                "status": "finished",
+                "final": final,
+                "phases": self.phases,
+                "layers": layers,
+                "config": self.config_dict,
+                "environment": {"torch": torch.__version__, "device": str(self.device), "threads": torch.get_num_threads()},
+            }
+            self.rec.results(results)
+            self._mark_finished(results)
+            return results
+        finally:
+            self.rec.close()
+
+    def _mark_finished(self, results: dict) -> None:
+        self._write_checkpoint({"finished": True, "results": results, "model": self.model.state_dict(), "masks": self.masks})

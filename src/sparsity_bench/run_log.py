@@ -1,0 +1,130 @@
+"""What a run leaves behind: TensorBoard events, results.json and the console summary.
+
+(Named run_log, not logging, so that it never shadows the standard library.)
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .metrics.sparsity import prunable_layers
+
+log = logging.getLogger("sparsity_bench")
+
+# The same flat hparam keys in every run, so TensorBoard's hparams table compares
+# runs of different methods side by side (method-specific keys would split it).
+HPARAM_KEYS = (
+    "model.name", "dataset.name", "method.name", "method.lam", "method.target_sparsity",
+    "seed", "train.epochs", "train.lr", "train.batch_size", "finetune.epochs",
+    "prune.rule", "prune.threshold",
+)  # fmt: skip
+HPARAM_METRICS = ("final/test_acc", "final/sparsity", "final/flops_effective", "final/params_nonzero")
+
+
+def _lookup(cfg: dict, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    if node is None:
+        return "none"
+    return node if isinstance(node, (int, float, str, bool)) else str(node)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+class Recorder:
+    """TensorBoard writer plus results.json for one run directory."""
+
+    def __init__(self, run_dir: Path, config: dict, histograms: bool = True, purge_step: int | None = None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.run_dir = run_dir
+        self.config = config
+        self.histograms = histograms
+        self.writer = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=purge_step)
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+
+    def layer_sparsity(self, measured: dict, step: int) -> None:
+        for layer in measured["layers"]:
+            self.writer.add_scalar(f"sparsity/{layer['name']}", 1 - layer["nonzero"] / layer["params"], step)
+        self.writer.add_scalar("sparsity/total", measured["sparsity"], step)
+        self.writer.add_scalar("flops/effective", measured["flops_effective"], step)
+        self.writer.add_scalar("flops/structural", measured["flops_structural"], step)
+        self.writer.add_scalar("flops/effective_ratio", measured["flops_effective"] / measured["flops_dense"], step)
+
+    def weight_histograms(self, model: nn.Module, step: int) -> None:
+        if not self.histograms:
+            return
+        for name, m in prunable_layers(model):
+            self.writer.add_histogram(f"weights/{name}", m.weight.detach().float().cpu(), step)
+
+    def hparams(self, final: dict) -> None:
+        """The run's hparams with its final metrics, written into this run's own events file."""
+        from torch.utils.tensorboard.summary import hparams
+
+        hp = {k: _lookup(self.config, k) for k in HPARAM_KEYS}
+        metrics = {k: float(final.get(k.split("/", 1)[1], math.nan)) for k in HPARAM_METRICS}
+        for summary in hparams(hp, metrics):
+            self.writer.file_writer.add_summary(summary)
+        for k, v in metrics.items():
+            self.writer.add_scalar(k, v)
+
+    def results(self, results: dict) -> Path:
+        path = self.run_dir / "results.json"
+        write_json_atomic(path, results)
+        return path
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _fmt_flops(f: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if f >= div:
+            return f"{f / div:.2f}{unit}"
+    return f"{f:.0f}"
+
+
+def summary_table(results: dict, run_dir: Path) -> str:
+    """The console summary: accuracy per phase, sparsity, architecture, FLOPs, per-layer detail."""
+    final, phases = results["final"], results["phases"]
+    lines = ["", "phase      test acc   val acc   seconds   samples/s"]
+    for name, p in phases.items():
+        sps = p.get("samples_per_second")
+        lines.append(
+            f"{name:<10} {100 * p['test_acc']:>7.2f}%  {100 * p['val_acc']:>7.2f}%  {p['seconds']:>7.1f}"
+            f"   {'' if sps is None else f'{sps:>9.0f}'}"
+        )
+    lines += ["", f"{'layer':<16} {'units kept':>12} {'non-zero':>17} {'FLOPs dense':>12} {'effective':>10}"]
+    for layer in results["layers"]:
+        lines.append(
+            f"{layer['name']:<16} {layer['units_kept']:>5}/{layer['units_total']:<6} "
+            f"{layer['nonzero']:>8}/{layer['params']:<8} {_fmt_flops(layer['flops_dense']):>12} {_fmt_flops(layer['flops_effective']):>10}"
+        )
+    ratio = final["flops_dense"] / max(final["flops_effective"], 1)
+    lines += [
+        "",
+        f"test accuracy {100 * final['test_acc']:.2f}%   sparsity {100 * final['sparsity']:.2f}% "
+        f"({final['params_nonzero']:,} of {final['params_total']:,} weights non-zero)",
+        f"architecture {final['architecture']}   FLOPs {_fmt_flops(final['flops_dense'])} dense -> "
+        f"{_fmt_flops(final['flops_effective'])} effective ({ratio:.1f}x fewer)",
+        f"run directory {run_dir}",
+    ]
+    return "\n".join(lines)

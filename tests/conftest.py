@@ -1,0 +1,28 @@
+import pytest
+import torch
+
+from sparsity_bench.config import (
+    FinetuneConfig, LeNet5Config, LeNet300Config, PruneConfig, RunConfig, SyntheticConfig, TrainConfig, SCHEMAS,
+)  # fmt: skip
+
+MODELS = {"lenet300": LeNet300Config, "lenet5": LeNet5Config}
+
+
+def small_run(model="lenet300", method="none", epochs=2, ft_epochs=1, **method_kw) -> RunConfig:
+    """A tiny synthetic run, built as typed config objects (no Hydra)."""
+    return RunConfig(
+        model=MODELS[model](),
+        dataset=SyntheticConfig(train_size=600, test_size=200, val_size=100),
+        method=SCHEMAS["method"][method](**method_kw),
+        train=TrainConfig(epochs=epochs, batch_size=50),
+        finetune=FinetuneConfig(epochs=ft_epochs, batch_size=50),
+        prune=PruneConfig(),
+        progress=False,
+        histograms=False,
+    )
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+    torch.manual_seed(0)

@@ -1,0 +1,80 @@
+import json
+
+import pytest
+import torch
+
+from sparsity_bench.config import PruneRule
+from sparsity_bench.pipeline import Pipeline
+from sparsity_bench.pruning import _param
+
+from conftest import small_run
+
+FINAL_KEYS = {
+    "test_acc", "params_total", "params_nonzero", "sparsity", "flops_dense", "flops_effective",
+    "architecture", "slim_max_abs_diff", "speedup_measured",
+}  # fmt: skip
+
+
+def _run(tmp_path, cfg):
+    pipe = Pipeline(cfg, tmp_path, {"method": {"name": cfg.method.name}})
+    return pipe, pipe.run()
+
+
+@pytest.mark.parametrize("model", ["lenet300", "lenet5"])
+@pytest.mark.parametrize("method", ["none", "l1", "l2", "magnitude"])
+def test_end_to_end_on_synthetic(tmp_path, model, method):
+    kw = {"lam": 1e-4} if method in ("l1", "l2") else {"target_sparsity": 0.8} if method == "magnitude" else {}
+    cfg = small_run(model, method, **kw)
+    pipe, results = _run(tmp_path, cfg)
+
+    assert FINAL_KEYS <= set(results["final"])
+    assert set(results["phases"]) == {"train", "prune", "finetune"}
+    assert results["phases"]["train"]["samples_per_second"] > 0
+    assert results["final"]["test_acc"] > 0.5  # it learned (10 classes: chance is 0.1)
+    assert json.loads((tmp_path / "results.json").read_text())["final"]["architecture"] == results["final"]["architecture"]
+    assert (tmp_path / "checkpoints" / "last.pt").is_file()
+    assert any((tmp_path / "tb").iterdir())
+
+    # pruned weights stayed exactly zero through finetuning
+    for key, mask in pipe.masks.items():
+        assert torch.all(_param(pipe.model, key)[~mask] == 0)
+    if method == "magnitude":
+        assert results["final"]["sparsity"] == pytest.approx(0.8, abs=1e-3)
+    if method == "none":
+        assert results["final"]["sparsity"] == 0.0
+
+
+def test_finetune_moves_kept_weights_but_not_pruned_ones(tmp_path):
+    cfg = small_run("lenet300", "magnitude", epochs=1, ft_epochs=2, target_sparsity=0.8)
+    cfg.finetune.keep_best = False
+    pipe = Pipeline(cfg, tmp_path, {})
+    pipe.run()
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    assert state["finished"]
+    pruned = torch.cat([(~m).flatten() for m in pipe.masks.values()]).float().mean()
+    assert pruned == pytest.approx(0.8, abs=1e-3)
+    w = pipe.model.net[1].weight
+    mask = pipe.masks["net.1.weight"]
+    assert torch.all(w[~mask] == 0) and torch.all(w[mask] != 0)
+
+
+def test_zero_epochs_evaluates_without_training(tmp_path):
+    cfg = small_run("lenet300", "none", epochs=0, ft_epochs=0)
+    _, results = _run(tmp_path, cfg)
+    assert results["phases"]["train"]["epochs"] == 0
+    assert results["final"]["test_acc"] < 0.5  # an untrained net is near chance
+
+
+def test_std_rule_after_l1_training_prunes(tmp_path):
+    cfg = small_run("lenet300", "l1", epochs=2, ft_epochs=1, lam=1e-3)
+    cfg.prune.rule = PruneRule.std
+    _, results = _run(tmp_path, cfg)
+    assert results["final"]["sparsity"] > 0.1
+
+
+def test_finished_run_is_not_trained_again(tmp_path):
+    cfg = small_run("lenet300", "none", epochs=1, ft_epochs=0)
+    _, first = _run(tmp_path, cfg)
+    pipe = Pipeline(cfg, tmp_path, {})
+    second = pipe.run()
+    assert second == first
