@@ -94,7 +94,7 @@ class Pipeline:
         torch.manual_seed(cfg.seed)
         self.data: Data = load_data(cfg.dataset, self.device)
         self.model = build_model(cfg.model, self.data.input_shape, self.data.num_classes).to(self.device)
-        self.method: Method = build_method(cfg.method, n_train=len(self.data.train))
+        self.method: Method = build_method(cfg.method, len(self.data.train), self.data.input_shape)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.masks: Masks | None = None
         self.phases: dict[str, dict] = {}
@@ -183,7 +183,9 @@ class Pipeline:
             scalars = {f"{phase}/loss": mean_loss, f"{phase}/lr": sched.get_last_lr()[0], "val/acc": val_acc}
             if penalize and pen_sum.item() != 0:
                 scalars[f"{phase}/penalty"] = (pen_sum / steps_per_epoch).item()
-            scalars.update({f"method/{k}": v for k, v in method.scalars(model).items()} if penalize else {})
+            if penalize:
+                scalars.update({f"method/{k}": v for k, v in method.scalars(model).items()})
+                self.rec.histograms({f"method/{k}": v for k, v in method.histograms(model).items()}, self.epoch_step)
             self.rec.scalars(scalars, self.epoch_step)
             self.rec.layer_sparsity(measured, self.epoch_step)
             self.rec.weight_histograms(model, self.epoch_step)

@@ -54,7 +54,7 @@ class Recorder:
 
         self.run_dir = run_dir
         self.config = config
-        self.histograms = histograms
+        self.with_histograms = histograms
         self.writer = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=purge_step)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
@@ -70,10 +70,13 @@ class Recorder:
         self.writer.add_scalar("flops/effective_ratio", measured["flops_effective"] / measured["flops_dense"], step)
 
     def weight_histograms(self, model: nn.Module, step: int) -> None:
-        if not self.histograms:
+        self.histograms({f"weights/{name}": m.weight for name, m in prunable_layers(model)}, step)
+
+    def histograms(self, values: dict[str, torch.Tensor], step: int) -> None:
+        if not self.with_histograms:
             return
-        for name, m in prunable_layers(model):
-            self.writer.add_histogram(f"weights/{name}", m.weight.detach().float().cpu(), step)
+        for tag, value in values.items():
+            self.writer.add_histogram(tag, value.detach().float().cpu(), step)
 
     def hparams(self, final: dict) -> None:
         """The run's hparams with its final metrics, written into this run's own events file."""

@@ -12,5 +12,5 @@ METHODS: dict[str, type[Method]] = {
 }
 
 
-def build_method(cfg, n_train: int) -> Method:
-    return METHODS[cfg.name](cfg, n_train)
+def build_method(cfg, n_train: int, input_shape: tuple[int, ...]) -> Method:
+    return METHODS[cfg.name](cfg, n_train, input_shape)

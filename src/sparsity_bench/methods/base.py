@@ -18,9 +18,10 @@ class Method:
     no penalty, masks from the run's prune rule (or method.target_sparsity).
     """
 
-    def __init__(self, cfg: MethodConfig, n_train: int):
+    def __init__(self, cfg: MethodConfig, n_train: int, input_shape: tuple[int, ...] = (1, 28, 28)):
         self.cfg = cfg
         self.n_train = n_train  # training-set size: some penalties are scaled by 1/N
+        self.input_shape = input_shape  # one example's shape, for FLOPs-aware methods
 
     def attach(self, model: nn.Module) -> None:
         """Wrap the model's layers where the method needs it (gates, masking)."""
@@ -40,7 +41,11 @@ class Method:
         """Undo attach, leaving a plain model whose weights are what the method trained."""
 
     def scalars(self, model: nn.Module) -> dict[str, float]:
-        """Method-specific values for TensorBoard (under method/)."""
+        """Method-specific values for TensorBoard (under method/), once per epoch."""
+        return {}
+
+    def histograms(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Method-specific distributions for TensorBoard (e.g. gates), once per epoch."""
         return {}
 
     def state_dict(self) -> dict[str, Any]:
