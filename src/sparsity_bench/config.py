@@ -145,6 +145,29 @@ class L2Config(MethodConfig):
 
 
 @dataclass
+class HoyerConfig(MethodConfig):
+    name: str = "hoyer"
+    lam: float = 1e-4
+
+
+@dataclass
+class GroupHoyerConfig(MethodConfig):
+    name: str = "group_hoyer"
+    lam: float = 1e-4
+    l2: float = 0.0  # beta * ||W||^2 of the paper's structural runs
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.l2 >= 0, "method.l2 must be >= 0.")
+
+
+@dataclass
+class GroupLassoConfig(MethodConfig):
+    name: str = "group_lasso"
+    lam: float = 1e-4
+
+
+@dataclass
 class MagnitudeConfig(MethodConfig):
     name: str = "magnitude"
     target_sparsity: Optional[float] = 0.9
@@ -218,6 +241,9 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "l1": L1Config,
         "l2": L2Config,
         "magnitude": MagnitudeConfig,
+        "hoyer": HoyerConfig,
+        "group_hoyer": GroupHoyerConfig,
+        "group_lasso": GroupLassoConfig,
     },
 }
 

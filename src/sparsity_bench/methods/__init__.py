@@ -3,12 +3,16 @@ from __future__ import annotations
 
 from .base import Method
 from .baselines import L1, L2, Magnitude, NoMethod
+from .hoyer import GroupHoyer, GroupLasso, Hoyer
 
 METHODS: dict[str, type[Method]] = {
     "none": NoMethod,
     "l1": L1,
     "l2": L2,
     "magnitude": Magnitude,
+    "hoyer": Hoyer,
+    "group_hoyer": GroupHoyer,
+    "group_lasso": GroupLasso,
 }
 
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import PruneConfig
+from ..config import PruneConfig, PruneRule
 from ..metrics.sparsity import prunable_weights
 from ..pruning import Masks, magnitude_masks
-from ..config import PruneRule
 from .base import Method, WeightPenalty
 
 
