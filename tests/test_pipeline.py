@@ -78,3 +78,19 @@ def test_finished_run_is_not_trained_again(tmp_path):
     pipe = Pipeline(cfg, tmp_path, {})
     second = pipe.run()
     assert second == first
+
+
+def test_ema_weights_are_the_ones_evaluated_and_kept(tmp_path):
+    """With decay 0.999 over ~50 steps the EMA sits near the initial weights."""
+    def trained_distance(ema, where):
+        cfg = small_run("lenet300", "none", epochs=2, ft_epochs=0)
+        cfg.train.ema = ema
+        pipe = Pipeline(cfg, where, {})
+        init = pipe.model.net[1].weight.detach().clone()
+        pipe.run()
+        return (pipe.model.net[1].weight - init).norm().item()
+
+    plain = trained_distance(0.0, tmp_path / "plain")
+    averaged = trained_distance(0.999, tmp_path / "ema")
+    # the EMA has absorbed ~1 - 0.999**48 ~ 5% of the path, and tracked it (not zero)
+    assert 0 < averaged < 0.2 * plain

@@ -187,6 +187,7 @@ class TrainConfig:
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of the run
     lr_decay: float = 0.1
     grad_clip: float = 0.0  # 0: off
+    ema: float = 0.0  # decay of a parameter EMA used for evaluation (the L0 paper: 0.999); 0: off
     eval_batch_size: int = 1000
 
     def __post_init__(self) -> None:
@@ -196,6 +197,7 @@ class TrainConfig:
         _require(self.lr > 0, f"train.lr must be > 0 (got {self.lr}).")
         _require(self.weight_decay >= 0, "train.weight_decay must be >= 0.")
         _require(self.grad_clip >= 0, "train.grad_clip must be >= 0 (0 turns it off).")
+        _require(0 <= self.ema < 1, f"train.ema is a decay in [0, 1), 0 turning it off (got {self.ema}).")
         _require(all(0 < m < 1 for m in self.milestones), "train.milestones are fractions of the run, each in (0, 1).")
 
 

@@ -102,8 +102,9 @@ class Pipeline:
         self.rec: Recorder | None = None
 
     # ------------------------------------------------------------------ checkpoints
-    def _save(self, phase: str, epoch: int, opt, sched, best: dict | None, clock: tuple[float, float]) -> None:
+    def _save(self, phase: str, epoch: int, opt, sched, best: dict | None, clock: tuple[float, float], ema=None) -> None:
         state = {
+            "ema": None if ema is None else ema.state_dict(),
             "phase": phase, "epoch": epoch, "epoch_step": self.epoch_step, "clock": clock,
             "model": self.model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "method": self.method.state_dict(), "masks": self.masks, "phases": self.phases,
@@ -137,6 +138,13 @@ class Pipeline:
             start_epoch, best = resume["epoch"], resume["best"]
             seconds, train_seconds = resume["clock"]
             _set_rng_state(resume["rng"], self.gen)
+        # The EMA's weights are the ones evaluated, and the phase's result
+        ema = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(t.ema), use_buffers=True
+        ) if t.ema > 0 else None  # fmt: skip
+        if ema is not None and resume is not None and resume.get("ema") is not None:
+            ema.load_state_dict(resume["ema"])
+        evaluated = ema.module if ema is not None else model
         keep_best = getattr(t, "keep_best", False)
         show_bar = self.cfg.progress and sys.stderr.isatty()
 
@@ -163,6 +171,8 @@ class Pipeline:
                 sched.step()
                 if self.masks is not None:
                     apply_masks(model, self.masks)
+                if ema is not None:
+                    ema.update_parameters(model)
                 if penalize:
                     method.step((epoch * steps_per_epoch + i + 1) / max(total_steps, 1))
                 loss_sum += loss.detach()
@@ -177,9 +187,9 @@ class Pipeline:
                     f"The loss became NaN/Inf in the {phase} phase at epoch {epoch + 1}; try {hint}. "
                     f"The last good checkpoint is {self.ckpt_path}."
                 )
-            val_acc = evaluate(model, data.val, t.eval_batch_size)
+            val_acc = evaluate(evaluated, data.val, t.eval_batch_size)
             self.epoch_step += 1
-            measured = measure(model, data.input_shape)
+            measured = measure(evaluated, data.input_shape)
             scalars = {f"{phase}/loss": mean_loss, f"{phase}/lr": sched.get_last_lr()[0], "val/acc": val_acc}
             if penalize and pen_sum.item() != 0:
                 scalars[f"{phase}/penalty"] = (pen_sum / steps_per_epoch).item()
@@ -190,14 +200,16 @@ class Pipeline:
             self.rec.layer_sparsity(measured, self.epoch_step)
             self.rec.weight_histograms(model, self.epoch_step)
             if keep_best and (best is None or val_acc > best["val_acc"]):
-                best = {"val_acc": val_acc, "epoch": epoch + 1, "model": copy.deepcopy(model.state_dict())}
+                best = {"val_acc": val_acc, "epoch": epoch + 1, "model": copy.deepcopy(evaluated.state_dict())}
             seconds += time.perf_counter() - t0
             log.info(
                 "%s epoch %d/%d  loss %.4f  val %.2f%%  sparsity %.2f%%  %.1fs",
                 phase, epoch + 1, t.epochs, mean_loss, 100 * val_acc, 100 * measured["sparsity"], time.perf_counter() - t0,
             )
-            self._save(phase, epoch + 1, opt, sched, best, (seconds, train_seconds))
+            self._save(phase, epoch + 1, opt, sched, best, (seconds, train_seconds), ema)
 
+        if ema is not None:
+            model.load_state_dict(ema.module.state_dict())
         if best is not None and best["val_acc"] > evaluate(model, data.val, t.eval_batch_size):
             model.load_state_dict(best["model"])
             log.info("%s: keeping epoch %d, the best on validation (%.2f%%)", phase, best["epoch"], 100 * best["val_acc"])
