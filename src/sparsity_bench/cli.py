@@ -131,6 +131,10 @@ def run_job(cfg: DictConfig) -> float | None:
     try:
         run = validate(cfg)
         results = Pipeline(run, run_dir, config_dict).run()
+    except KeyboardInterrupt:
+        raise SystemExit(
+            f"Interrupted. To resume from the last checkpoint, run the same command with hydra.run.dir={run_dir}"
+        ) from None
     except (UserError, OSError) as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         write_json_atomic(run_dir / "results.json", {"status": "failed", "error": message, "config": config_dict})

