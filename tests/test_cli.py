@@ -81,3 +81,12 @@ def test_multirun_gives_each_job_its_own_directory_and_hparams(tmp_path):
         acc.Reload()
         tags = acc.Tags()["scalars"]
         assert {"train/loss", "val/acc", "test/acc", "sparsity/total", "final/test_acc"} <= set(tags)
+
+
+def test_two_runs_started_together_never_share_a_directory(tmp_path):
+    args = [sys.executable, "-m", "sparsity_bench", *SMALL, "train.epochs=0", "finetune.epochs=0"]
+    procs = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0
+    runs = list((tmp_path / "outputs" / "runs").iterdir())
+    assert len(runs) == 2 and all((r / "results.json").is_file() for r in runs)
