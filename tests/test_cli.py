@@ -90,3 +90,13 @@ def test_two_runs_started_together_never_share_a_directory(tmp_path):
         assert p.wait(timeout=300) == 0
     runs = list((tmp_path / "outputs" / "runs").iterdir())
     assert len(runs) == 2 and all((r / "results.json").is_file() for r in runs)
+
+
+def test_diverging_run_stops_with_one_sentence_and_records_it(tmp_path):
+    proc = _cli([*SMALL, "train.epochs=2", "train.optimizer=sgd", "train.lr=1e8"], tmp_path)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "NaN/Inf in the train phase at epoch 1" in proc.stderr and "smaller train.lr" in proc.stderr
+    (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "failed" and "NaN" in results["error"]

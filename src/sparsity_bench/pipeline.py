@@ -183,10 +183,8 @@ class Pipeline:
             mean_loss = (loss_sum / steps_per_epoch).item()
             if not math.isfinite(mean_loss) or not all(torch.isfinite(p).all() for p in params):
                 hint = "a smaller train.lr or method.lam" if penalize else "a smaller finetune.lr"
-                raise TrainingDiverged(
-                    f"The loss became NaN/Inf in the {phase} phase at epoch {epoch + 1}; try {hint}. "
-                    f"The last good checkpoint is {self.ckpt_path}."
-                )
+                kept = f"the last good checkpoint is {self.ckpt_path}" if self.ckpt_path.is_file() else "no checkpoint was written before it"
+                raise TrainingDiverged(f"The loss became NaN/Inf in the {phase} phase at epoch {epoch + 1}; try {hint} ({kept}).")
             val_acc = evaluate(evaluated, data.val, t.eval_batch_size)
             self.epoch_step += 1
             measured = measure(evaluated, data.input_shape)
