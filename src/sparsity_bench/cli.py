@@ -6,15 +6,18 @@ sentence before anything runs, instead of as a stack trace from inside a job.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import secrets
 import sys
+import time
 from functools import lru_cache
 from pathlib import Path
 
 import hydra
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError, describe_omegaconf_error, register_configs, validate
@@ -31,7 +34,7 @@ def conf_dir() -> Path:
 
 CONF_DIR = conf_dir()
 log = logging.getLogger("sparsity_bench")
-FAILED_JOBS: list[str] = []  # multirun jobs that failed (basic launcher: same process)
+FAILED_JOBS: list[str] = []  # multirun jobs that failed (see SweepCallback for other launchers)
 
 
 @lru_cache(maxsize=None)
@@ -41,14 +44,26 @@ def _process_uid() -> str:
 
 
 def _register() -> None:
+    # use_cache: the value is stored in the config, and Hydra copies that cache into
+    # every job's config, also into jobs that run in other processes (joblib, SLURM);
+    # without it each worker would draw its own token and put its job in another sweep
+    # directory. (Hydra hands registered resolvers to such workers itself.)
     if not OmegaConf.has_resolver("sb_uid"):
-        OmegaConf.register_new_resolver("sb_uid", lambda: _process_uid())
+        OmegaConf.register_new_resolver("sb_uid", _process_uid, use_cache=True)
     register_configs()
 
 
 # --------------------------------------------------------------------- pre-flight
 def _group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    names = {p.stem for p in (CONF_DIR / group).glob("*.yaml")}
+    if group.startswith("hydra/"):  # Hydra's own options and those of installed plugins
+        from hydra.core.config_store import ConfigStore
+
+        try:
+            names |= {n.removesuffix(".yaml") for n in ConfigStore.instance().list(group)}
+        except OSError:
+            pass
+    return sorted(names)
 
 
 def _explain(err: Exception) -> str:
@@ -63,8 +78,12 @@ def _explain(err: Exception) -> str:
             group, option = m.group(1).lstrip("/"), m.group(2)
             options = _group_options(group)
             if options:
-                return f"Unknown {group} '{option}': choose one of {', '.join(options)}."
+                hint = " (joblib and submitit_* come with: pip install 'sparsity_bench[launchers]')" if group == "hydra/launcher" else ""
+                return f"Unknown {group} '{option}': choose one of {', '.join(options)}{hint}."
             return f"Unknown config group '{group}' (in '{group}={option}'): valid groups are model, dataset, method, experiment, sweep."
+    m = re.search(r"Could not override '([^']+)'\. No match in the defaults list.*use (\+\S+)", text, re.S)
+    if m:  # e.g. sweep=lam_grid: a group outside the defaults list is added with +
+        return f"'{m.group(1)}' is not in the default config: add it with {m.group(2)}."
     if isinstance(err, OverrideParseException):
         return f"Could not read the command-line override: {text.splitlines()[0]}"
     cause = err.__cause__ or err.__context__
@@ -113,6 +132,35 @@ def preflight(argv: list[str]) -> str | None:
             except Exception as err:  # noqa: BLE001 - Hydra/OmegaConf composition errors
                 return _explain(err)
     return None
+
+
+# --------------------------------------------------------------------- sweeps
+class SweepCallback(Callback):
+    """Runs in the process that launched a sweep (conf/config.yaml: hydra.callbacks).
+
+    Jobs that a launcher runs in other processes (joblib, SLURM) cannot append to
+    FAILED_JOBS here, so at the end of a sweep the failed results.json files written
+    during it are collected from the sweep directory.
+    """
+
+    def __init__(self) -> None:
+        self.started = 0.0
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self.started = time.time() - 1  # mtime granularity
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        known = {str(Path(p).resolve()) for p in FAILED_JOBS}
+        for path in sorted(sweep_dir.glob("*/results.json")):
+            try:
+                failed = path.stat().st_mtime >= self.started and json.loads(path.read_text()).get("status") == "failed"
+            except (OSError, ValueError, AttributeError):
+                continue
+            if failed and str(path.parent.resolve()) not in known:
+                FAILED_JOBS.append(str(path.parent.resolve()))
+        if sweep_dir.is_dir():
+            print(f"Sweep directory {sweep_dir}; summarize it with: python -m sparsity_bench.report {sweep_dir}", flush=True)
 
 
 # --------------------------------------------------------------------- the job
