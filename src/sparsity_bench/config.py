@@ -54,6 +54,13 @@ class Scope(str, Enum):
     global_ = "global"
 
 
+class Granularity(str, Enum):
+    """What a fraction counts, in the (fan_in, n_out) view of a weight (columns = output units)."""
+
+    weight = "weight"  # the smallest |w| inside each column
+    unit = "unit"  # whole columns, the smallest by L2 norm, per layer
+
+
 # ---------------------------------------------------------------- models
 @dataclass
 class ModelConfig:
@@ -173,6 +180,30 @@ class MagnitudeConfig(MethodConfig):
     target_sparsity: Optional[float] = 0.9
 
 
+@dataclass
+class TDConfig(MethodConfig):
+    """Targeted Dropout (Gomez et al. 2019); see conf/method/td.yaml for what each key does."""
+
+    name: str = "td"
+    variant: Granularity = Granularity.weight
+    gamma: float = 0.5  # targeting fraction
+    alpha: float = 0.5  # drop rate of the targeted weights/units
+    unit_drop: Granularity = Granularity.unit  # variant=unit: one draw per unit (paper) or per weight (official code)
+    ramp: bool = False
+    ramp_fraction: float = 1.0  # T, as a fraction of the training phase
+    eval_mask: bool = True  # evaluation removes the current candidates
+    exclude: list[str] = field(default_factory=list)  # layer names TD leaves alone
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(0.0 <= self.gamma <= 1.0, f"method.gamma is the targeted fraction and must lie in [0, 1] (got {self.gamma}).")
+        _require(0.0 <= self.alpha <= 1.0, f"method.alpha is a drop probability and must lie in [0, 1] (got {self.alpha}).")
+        _require(
+            0.0 < self.ramp_fraction <= 1.0,
+            f"method.ramp_fraction is the share of the training phase spent ramping and must lie in (0, 1] (got {self.ramp_fraction}).",
+        )
+
+
 # ---------------------------------------------------------------- phases
 @dataclass
 class TrainConfig:
@@ -221,6 +252,20 @@ class PruneConfig:
 
 
 @dataclass
+class CurveConfig:
+    """The Targeted Dropout paper's evaluation: one-shot magnitude pruning of the trained
+    model at each fraction, test accuracy without finetuning. fractions=[] turns it off."""
+
+    fractions: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99])
+    granularity: Granularity = Granularity.weight
+    exclude: list[str] = field(default_factory=list)  # layer names never pruned by the curve
+
+    def __post_init__(self) -> None:
+        bad = [f for f in self.fractions if not 0.0 <= f <= 1.0]
+        _require(not bad, f"curve.fractions must each lie in [0, 1] (got {bad[0] if bad else None}).")
+
+
+@dataclass
 class RunConfig:
     model: Any = MISSING
     dataset: Any = MISSING
@@ -228,6 +273,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
+    curve: CurveConfig = field(default_factory=CurveConfig)
     seed: int = 0
     device: Device = Device.auto
     threads: Optional[int] = None  # CPU threads; None: torch's default
@@ -246,6 +292,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "hoyer": HoyerConfig,
         "group_hoyer": GroupHoyerConfig,
         "group_lasso": GroupLassoConfig,
+        "td": TDConfig,
     },
 }
 

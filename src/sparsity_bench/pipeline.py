@@ -16,12 +16,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .config import Optim, RunConfig, Schedule, TrainConfig
+from .config import Granularity, Optim, RunConfig, Schedule, TrainConfig
+from .curve import prune_curve
 from .data import Data, Split, load_data
 from .methods import Method, build_method
 from .metrics import measure
+from .metrics.sparsity import prunable_layers
 from .models import build_model
-from .pruning import Masks, apply_masks, mask_gradients
+from .pruning import Masks, apply_masks, check_layer_names, mask_gradients
 from .run_log import Recorder
 
 log = logging.getLogger("sparsity_bench")
@@ -94,10 +96,12 @@ class Pipeline:
         torch.manual_seed(cfg.seed)
         self.data: Data = load_data(cfg.dataset, self.device)
         self.model = build_model(cfg.model, self.data.input_shape, self.data.num_classes).to(self.device)
+        check_layer_names(cfg.curve.exclude, [n for n, _ in prunable_layers(self.model)], "curve.exclude")
         self.method: Method = build_method(cfg.method, len(self.data.train), self.data.input_shape)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.masks: Masks | None = None
         self.phases: dict[str, dict] = {}
+        self.prune_curve: list[dict] = []  # accuracy after one-shot pruning of the trained model (curve.py)
         self.epoch_step = 0  # TensorBoard x-axis: epochs across train and finetune
         self.rec: Recorder | None = None
 
@@ -107,7 +111,7 @@ class Pipeline:
             "ema": None if ema is None else ema.state_dict(),
             "phase": phase, "epoch": epoch, "epoch_step": self.epoch_step, "clock": clock,
             "model": self.model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "method": self.method.state_dict(), "masks": self.masks, "phases": self.phases,
+            "method": self.method.state_dict(), "masks": self.masks, "phases": self.phases, "prune_curve": self.prune_curve,
             "best": best, "rng": _rng_state(self.gen), "config": self.config_dict,
         }  # fmt: skip
         self._write_checkpoint(state)
@@ -229,9 +233,12 @@ class Pipeline:
         resuming_finetune = ckpt is not None and ckpt["phase"] == "finetune"
         if ckpt is not None:
             self.phases, self.epoch_step, self.masks = ckpt["phases"], ckpt["epoch_step"], ckpt["masks"]
+            self.prune_curve = ckpt.get("prune_curve", [])
             self.method.load_state_dict(ckpt["method"])
             log.info("Resuming from %s (%s phase, epoch %d).", self.ckpt_path, ckpt["phase"], ckpt["epoch"])
         self.rec = Recorder(self.run_dir, self.config_dict, cfg.histograms, purge_step=self.epoch_step + 1 if ckpt else None)
+        if resuming_finetune:  # the purge above dropped the curve's points at steps past the resume point
+            self.rec.prune_curve(self.prune_curve, from_step=self.epoch_step + 1)
         try:
             if not resuming_finetune:
                 self.method.attach(model)
@@ -243,11 +250,14 @@ class Pipeline:
                 t0 = time.perf_counter()
                 self.masks = self.method.masks(model, cfg.prune)
                 self.method.detach(model)
+                prune_seconds = time.perf_counter() - t0
+                self._run_prune_curve()  # on a copy of the trained model, before the masks
+                t0 = time.perf_counter()
                 apply_masks(model, self.masks)
                 self.phases["prune"] = {
                     "test_acc": evaluate(model, self.data.test, cfg.train.eval_batch_size),
                     "val_acc": evaluate(model, self.data.val, cfg.train.eval_batch_size),
-                    "seconds": time.perf_counter() - t0,
+                    "seconds": prune_seconds + time.perf_counter() - t0,
                 }
                 ckpt = None
             else:
@@ -263,6 +273,7 @@ class Pipeline:
                 "status": "finished",
                 "final": final,
                 "phases": self.phases,
+                "prune_curve": self.prune_curve,
                 "layers": layers,
                 "config": self.config_dict,
                 "environment": {"torch": torch.__version__, "device": str(self.device), "threads": torch.get_num_threads()},
@@ -272,6 +283,20 @@ class Pipeline:
             return results
         finally:
             self.rec.close()
+
+    def _run_prune_curve(self) -> None:
+        curve = self.cfg.curve
+        if not curve.fractions:
+            return
+        t0 = time.perf_counter()
+        self.prune_curve = prune_curve(
+            self.model, curve, lambda m: evaluate(m, self.data.test, self.cfg.train.eval_batch_size)
+        )
+        self.rec.prune_curve(self.prune_curve)
+        log.info(
+            "prune curve (%s, no finetuning, %.1fs): %s", Granularity(curve.granularity).value, time.perf_counter() - t0,
+            "  ".join(f"{100 * p['fraction']:g}% -> {100 * p['test_acc']:.2f}%" for p in self.prune_curve),
+        )  # fmt: skip
 
     def _mark_finished(self, results: dict) -> None:
         self._write_checkpoint({"finished": True, "results": results, "model": self.model.state_dict(), "masks": self.masks})

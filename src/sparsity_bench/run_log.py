@@ -69,6 +69,14 @@ class Recorder:
         self.writer.add_scalar("flops/structural", measured["flops_structural"], step)
         self.writer.add_scalar("flops/effective_ratio", measured["flops_effective"] / measured["flops_dense"], step)
 
+    def prune_curve(self, points: list[dict], from_step: int = 0) -> None:
+        """The one-shot pruning curve: prune_curve/test_acc and prune_curve/sparsity at step = round(100 * fraction)."""
+        for p in points:
+            step = round(100 * p["fraction"])
+            if step >= from_step:
+                self.writer.add_scalar("prune_curve/test_acc", p["test_acc"], step)
+                self.writer.add_scalar("prune_curve/sparsity", p["sparsity"], step)
+
     def weight_histograms(self, model: nn.Module, step: int) -> None:
         self.histograms({f"weights/{name}": m.weight for name, m in prunable_layers(model)}, step)
 
@@ -121,6 +129,9 @@ def summary_table(results: dict, run_dir: Path) -> str:
             f"{layer['name']:<16} {layer['units_kept']:>5}/{layer['units_total']:<6} "
             f"{layer['nonzero']:>8}/{layer['params']:<8} {_fmt_flops(layer['flops_dense']):>12} {_fmt_flops(layer['flops_effective']):>10}"
         )
+    if results.get("prune_curve"):
+        lines += ["", "one-shot pruning of the trained model, no finetuning (curve.*):"]
+        lines.append("  ".join(f"{100 * p['fraction']:g}%: {100 * p['test_acc']:.2f}%" for p in results["prune_curve"]))
     ratio = final["flops_dense"] / max(final["flops_effective"], 1)
     lines += [
         "",

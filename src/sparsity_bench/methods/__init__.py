@@ -4,6 +4,7 @@ from __future__ import annotations
 from .base import Method
 from .baselines import L1, L2, Magnitude, NoMethod
 from .hoyer import GroupHoyer, GroupLasso, Hoyer
+from .td import TD
 
 METHODS: dict[str, type[Method]] = {
     "none": NoMethod,
@@ -13,6 +14,7 @@ METHODS: dict[str, type[Method]] = {
     "hoyer": Hoyer,
     "group_hoyer": GroupHoyer,
     "group_lasso": GroupLasso,
+    "td": TD,
 }
 
 
