@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from .base import Method
 from .baselines import L1, L2, Magnitude, NoMethod
+from .l0 import L0
 
 METHODS: dict[str, type[Method]] = {
     "none": NoMethod,
     "l1": L1,
     "l2": L2,
     "magnitude": Magnitude,
+    "l0": L0,
 }
 
 
