@@ -59,6 +59,9 @@ class Granularity(str, Enum):
 
     weight = "weight"  # the smallest |w| inside each column
     unit = "unit"  # whole columns, the smallest by L2 norm, per layer
+class GateGranularity(str, Enum):
+    neuron = "neuron"  # one gate per Linear input feature / Conv2d output filter (the L0 paper)
+    weight = "weight"  # one gate per weight
 
 
 # ---------------------------------------------------------------- models
@@ -201,6 +204,36 @@ class TDConfig(MethodConfig):
         _require(
             0.0 < self.ramp_fraction <= 1.0,
             f"method.ramp_fraction is the share of the training phase spent ramping and must lie in (0, 1] (got {self.ramp_fraction}).",
+class L0Config(MethodConfig):
+    """Hard-concrete L0 gates (Louizos et al. 2018); see conf/method/l0.yaml for the meaning of each key."""
+
+    name: str = "l0"
+    lam: float = 0.1  # lambda_code: the L0 term is (lam / N) * expected number of non-zero weights
+    lam_per_layer: Optional[list[float]] = None  # L0-sep: one lam per prunable layer (overrides lam)
+    granularity: GateGranularity = GateGranularity.neuron
+    droprate_init: float = 0.5
+    droprate_init_first: float = 0.2  # the first prunable layer
+    weight_decay: float = 0.0  # expected L2: 0.5 * weight_decay * sum_g P(z_g != 0) ||theta_g||^2
+    per_example: bool = False  # one gate sample per example instead of one per minibatch
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(
+            self.target_sparsity is None,
+            "method.target_sparsity is not supported by method=l0: its sparsity follows from method.lam.",
+        )
+        for key in ("droprate_init", "droprate_init_first"):
+            value = getattr(self, key)
+            _require(0 < value < 1, f"method.{key} must lie in (0, 1) (got {value}).")
+        _require(self.weight_decay >= 0, f"method.weight_decay must be >= 0 (got {self.weight_decay}).")
+        _require(
+            self.lam_per_layer is None or all(v >= 0 for v in self.lam_per_layer),
+            f"method.lam_per_layer values must be >= 0 (got {self.lam_per_layer}).",
+        )
+        _require(
+            not (self.per_example and self.granularity == GateGranularity.weight),
+            "method.per_example=true needs method.granularity=neuron: a gate per weight and per example "
+            "would need a separate weight matrix for every example.",
         )
 
 
@@ -293,6 +326,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "group_hoyer": GroupHoyerConfig,
         "group_lasso": GroupLassoConfig,
         "td": TDConfig,
+        "l0": L0Config,
     },
 }
 

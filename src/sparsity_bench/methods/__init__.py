@@ -5,6 +5,7 @@ from .base import Method
 from .baselines import L1, L2, Magnitude, NoMethod
 from .hoyer import GroupHoyer, GroupLasso, Hoyer
 from .td import TD
+from .l0 import L0
 
 METHODS: dict[str, type[Method]] = {
     "none": NoMethod,
@@ -15,6 +16,7 @@ METHODS: dict[str, type[Method]] = {
     "group_hoyer": GroupHoyer,
     "group_lasso": GroupLasso,
     "td": TD,
+    "l0": L0,
 }
 
 
