@@ -204,6 +204,10 @@ class TDConfig(MethodConfig):
         _require(
             0.0 < self.ramp_fraction <= 1.0,
             f"method.ramp_fraction is the share of the training phase spent ramping and must lie in (0, 1] (got {self.ramp_fraction}).",
+        )
+
+
+@dataclass
 class L0Config(MethodConfig):
     """Hard-concrete L0 gates (Louizos et al. 2018); see conf/method/l0.yaml for the meaning of each key."""
 
