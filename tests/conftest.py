@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from sparsity_bench.config import (
-    FinetuneConfig, LeNet5Config, LeNet300Config, PruneConfig, RunConfig, SyntheticConfig, TrainConfig, SCHEMAS,
+    FinetuneConfig, LeNet5Config, LeNet300Config, MeasureConfig, PruneConfig, RunConfig, SyntheticConfig, TrainConfig, SCHEMAS,
 )  # fmt: skip
 
 MODELS = {"lenet300": LeNet300Config, "lenet5": LeNet5Config}
@@ -17,6 +17,7 @@ def small_run(model="lenet300", method="none", epochs=2, ft_epochs=1, **method_k
         train=TrainConfig(epochs=epochs, batch_size=25),
         finetune=FinetuneConfig(epochs=ft_epochs, batch_size=25),
         prune=PruneConfig(),
+        measure=MeasureConfig(repeats=2, warmup=1, batch_sizes=[1, 64], threads=1),
         progress=False,
         histograms=False,
     )

@@ -8,7 +8,8 @@ import pytest
 from sparsity_bench.cli import preflight
 
 SMALL = ["dataset=synthetic", "dataset.train_size=400", "dataset.val_size=100", "dataset.test_size=100",
-         "train.epochs=1", "finetune.epochs=1", "histograms=false"]  # fmt: skip
+         "train.epochs=1", "finetune.epochs=1", "histograms=false",
+         "measure.repeats=2", "measure.warmup=1", "measure.batch_sizes=[1,64]", "measure.threads=1"]  # fmt: skip
 
 
 def _cli(args, cwd):
@@ -62,6 +63,7 @@ def test_run_from_any_directory_writes_the_contracted_run_directory(tmp_path):
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     assert (run_dir / "checkpoints" / "last.pt").is_file()
     assert "run directory" in proc.stdout and "architecture" in proc.stdout
+    assert "measured speedup" in proc.stdout and (run_dir / "slim.pt").is_file()
 
 
 def test_multirun_gives_each_job_its_own_directory_and_hparams(tmp_path):

@@ -34,6 +34,8 @@ def test_end_to_end_on_synthetic(tmp_path, model, method):
     assert json.loads((tmp_path / "results.json").read_text())["final"]["architecture"] == results["final"]["architecture"]
     assert (tmp_path / "checkpoints" / "last.pt").is_file()
     assert any((tmp_path / "tb").iterdir())
+    assert results["final"]["slim_max_abs_diff"] < 1e-4 and (tmp_path / "slim.pt").is_file()
+    assert results["final"]["speedup_measured"] > 0
 
     # pruned weights stayed exactly zero through finetuning
     for key, mask in pipe.masks.items():

@@ -303,6 +303,27 @@ class CurveConfig:
 
 
 @dataclass
+class MeasureConfig:
+    """What is measured on the final model, after finetuning."""
+
+    slim: bool = True  # build the physically slimmed model, check it against the masked one, save slim.pt
+    fold_bias: bool = True  # fold units that only emit a bias into the next layer's bias, and remove them
+    speed: bool = True  # time the dense and slimmed models (needs slim)
+    repeats: int = 20  # timed rounds per measurement (the median is reported)
+    warmup: int = 3  # untimed calls first
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 256])  # speedup_measured: at 256, else the largest
+    csr: bool = True  # also time CSR sparse matmuls of the Linear layers (element-wise sparsity) at the largest batch
+    also_cpu: bool = False  # on a CUDA run, time on the CPU too (speed.cpu)
+    threads: Optional[int] = None  # CPU threads while timing; None: the run's (threads)
+
+    def __post_init__(self) -> None:
+        _require(self.repeats >= 1, f"measure.repeats must be >= 1 (got {self.repeats}).")
+        _require(self.warmup >= 0, f"measure.warmup must be >= 0 (got {self.warmup}).")
+        _require(self.threads is None or self.threads > 0, "measure.threads must be positive (or null for the run's).")
+        _require(len(self.batch_sizes) > 0 and all(b > 0 for b in self.batch_sizes), "measure.batch_sizes must be positive batch sizes.")
+
+
+@dataclass
 class RunConfig:
     model: Any = MISSING
     dataset: Any = MISSING
@@ -311,6 +332,7 @@ class RunConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     curve: CurveConfig = field(default_factory=CurveConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
     seed: int = 0
     device: Device = Device.auto
     threads: Optional[int] = None  # CPU threads; None: torch's default

@@ -21,7 +21,10 @@ from .curve import prune_curve
 from .data import Data, Split, load_data
 from .methods import Method, build_method
 from .metrics import measure
-from .metrics.sparsity import prunable_layers
+from .metrics.flops import dense_flops
+from .metrics.slim import max_abs_diff, save as save_slim, slim as slim_model
+from .metrics.sparsity import architecture, count_nonzero, prunable_layers
+from .metrics.speed import csr_linear_speed, model_speed
 from .models import build_model
 from .pruning import Masks, apply_masks, check_layer_names, mask_gradients
 from .run_log import Recorder
@@ -266,8 +269,10 @@ class Pipeline:
             final = {"test_acc": self.phases["finetune"]["test_acc"], **measure(model, self.data.input_shape)}
             layers = final.pop("layers")
             final.update({"slim_max_abs_diff": None, "speedup_measured": None})
+            speed = self._slim_and_time(final)
             self.rec.scalars({"test/acc": final["test_acc"]}, self.epoch_step)
             self.rec.layer_sparsity({**final, "layers": layers}, self.epoch_step)
+            self.rec.final_measures(final, self.epoch_step)
             self.rec.hparams(final)
             results = {
                 "status": "finished",
@@ -275,6 +280,7 @@ class Pipeline:
                 "phases": self.phases,
                 "prune_curve": self.prune_curve,
                 "layers": layers,
+                "speed": speed,
                 "config": self.config_dict,
                 "environment": {"torch": torch.__version__, "device": str(self.device), "threads": torch.get_num_threads()},
             }
@@ -297,6 +303,73 @@ class Pipeline:
             "prune curve (%s, no finetuning, %.1fs): %s", Granularity(curve.granularity).value, time.perf_counter() - t0,
             "  ".join(f"{100 * p['fraction']:g}% -> {100 * p['test_acc']:.2f}%" for p in self.prune_curve),
         )  # fmt: skip
+
+    # ------------------------------------------------------------------ slim model and speed
+    def _slim_and_time(self, final: dict) -> dict | None:
+        """Slim the final model, check it, save slim.pt, time it; fills `final` in place.
+
+        A failure here never costs the run its results: the reason goes to
+        final.slim_error (or speed_error) and the run finishes.
+        """
+        m = self.cfg.measure
+        if not m.slim:
+            return None
+        model, shape = self.model, self.data.input_shape
+        examples = self.data.test.x[:256] if len(self.data.test) else self.data.val.x[:256]
+        try:
+            result = slim_model(model, examples, fold=m.fold_bias)
+            slimmed = result.model
+            final["slim_max_abs_diff"] = max_abs_diff(model, slimmed, examples)
+            final["flops_slim"] = dense_flops(slimmed, shape)
+            final["params_slim"] = count_nonzero(slimmed)[0]
+            final["slim_architecture"] = architecture(slimmed)
+            final["slim_folded_units"] = result.folded
+            if result.standalone is not True:
+                final["slim_standalone"] = result.standalone
+                log.warning("slim.pt needs sparsity_bench to load: %s", result.standalone)
+            if result.folded == 0 and final["flops_slim"] != final["flops_structural"]:
+                log.warning(
+                    "slimmed model: FlopCounterMode gives %d FLOPs, the structural count %d",
+                    final["flops_slim"], final["flops_structural"],
+                )  # fmt: skip
+            with torch.no_grad():
+                scale = float(model.eval()(examples).abs().max())
+            if final["slim_max_abs_diff"] > 1e-4 * max(scale, 1.0):
+                log.warning("the slimmed model differs from the masked one: max |logit diff| %.3g", final["slim_max_abs_diff"])
+            save_slim(slimmed, self.run_dir / "slim.pt")
+        except Exception as err:  # noqa: BLE001  (whatever went wrong, the run keeps its results)
+            final["slim_error"] = f"{type(err).__name__}: {err}"
+            log.warning("slimming failed (%s); the run's results are kept without it", final["slim_error"])
+            return None
+        if not m.speed:
+            return None
+        try:
+            speed = self._time(model, slimmed, examples, self.device)
+            if m.also_cpu and self.device.type != "cpu":
+                speed["cpu"] = self._time(model, slimmed, examples.cpu(), torch.device("cpu"))
+            at = 256 if 256 in m.batch_sizes else max(m.batch_sizes)
+            speed["speedup_batch"] = at
+            final["speedup_measured"] = speed[f"batch_{at}"]["speedup"]
+            return speed
+        except Exception as err:  # noqa: BLE001
+            final["speed_error"] = f"{type(err).__name__}: {err}"
+            log.warning("speed measurement failed (%s)", final["speed_error"])
+            return None
+
+    def _time(self, model: nn.Module, slimmed: nn.Module, examples: torch.Tensor, device: torch.device) -> dict:
+        m = self.cfg.measure
+        threads = torch.get_num_threads()
+        if m.threads:
+            torch.set_num_threads(m.threads)
+        try:
+            speed = model_speed(model, slimmed, examples, device, m.batch_sizes, m.repeats, m.warmup)
+            if m.csr:
+                csr = csr_linear_speed(model, examples, device, max(m.batch_sizes), m.repeats, m.warmup)
+                speed["csr_linear"] = csr
+                speed["csr_linear_speedup"] = None if csr is None else csr["speedup"]
+        finally:
+            torch.set_num_threads(threads)
+        return speed
 
     def _mark_finished(self, results: dict) -> None:
         self._write_checkpoint({"finished": True, "results": results, "model": self.model.state_dict(), "masks": self.masks})

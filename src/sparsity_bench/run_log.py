@@ -25,7 +25,9 @@ HPARAM_KEYS = (
     "seed", "train.epochs", "train.lr", "train.batch_size", "finetune.epochs",
     "prune.rule", "prune.threshold",
 )  # fmt: skip
-HPARAM_METRICS = ("final/test_acc", "final/sparsity", "final/flops_effective", "final/params_nonzero")
+HPARAM_METRICS = (
+    "final/test_acc", "final/sparsity", "final/flops_effective", "final/params_nonzero", "final/speedup_measured",
+)  # fmt: skip
 
 
 def _lookup(cfg: dict, dotted: str) -> Any:
@@ -77,6 +79,14 @@ class Recorder:
                 self.writer.add_scalar("prune_curve/test_acc", p["test_acc"], step)
                 self.writer.add_scalar("prune_curve/sparsity", p["sparsity"], step)
 
+    def final_measures(self, final: dict, step: int) -> None:
+        """FLOPs of the slimmed model and the measured speedup, when they were measured."""
+        if final.get("flops_slim") is not None:
+            self.writer.add_scalar("flops/slim", final["flops_slim"], step)
+            self.writer.add_scalar("flops/slim_ratio", final["flops_slim"] / final["flops_dense"], step)
+        if final.get("speedup_measured") is not None:
+            self.writer.add_scalar("speed/speedup_measured", final["speedup_measured"], step)
+
     def weight_histograms(self, model: nn.Module, step: int) -> None:
         self.histograms({f"weights/{name}": m.weight for name, m in prunable_layers(model)}, step)
 
@@ -91,7 +101,8 @@ class Recorder:
         from torch.utils.tensorboard.summary import hparams
 
         hp = {k: _lookup(self.config, k) for k in HPARAM_KEYS}
-        metrics = {k: float(final.get(k.split("/", 1)[1], math.nan)) for k in HPARAM_METRICS}
+        values = {k: final.get(k.split("/", 1)[1]) for k in HPARAM_METRICS}
+        metrics = {k: math.nan if v is None else float(v) for k, v in values.items()}
         for summary in hparams(hp, metrics):
             self.writer.file_writer.add_summary(summary)
         for k, v in metrics.items():
@@ -123,11 +134,15 @@ def summary_table(results: dict, run_dir: Path) -> str:
             f"{name:<10} {100 * p['test_acc']:>7.2f}%  {100 * p['val_acc']:>7.2f}%  {p['seconds']:>7.1f}"
             f"   {'' if sps is None else f'{sps:>9.0f}'}"
         )
-    lines += ["", f"{'layer':<16} {'units kept':>12} {'non-zero':>17} {'FLOPs dense':>12} {'effective':>10}"]
+    lines += [
+        "",
+        f"{'layer':<16} {'units kept':>12} {'non-zero':>17} {'FLOPs dense':>12} {'effective':>10} {'structural':>10}",
+    ]
     for layer in results["layers"]:
         lines.append(
             f"{layer['name']:<16} {layer['units_kept']:>5}/{layer['units_total']:<6} "
-            f"{layer['nonzero']:>8}/{layer['params']:<8} {_fmt_flops(layer['flops_dense']):>12} {_fmt_flops(layer['flops_effective']):>10}"
+            f"{layer['nonzero']:>8}/{layer['params']:<8} {_fmt_flops(layer['flops_dense']):>12} "
+            f"{_fmt_flops(layer['flops_effective']):>10} {_fmt_flops(layer.get('flops_structural', 0)):>10}"
         )
     if results.get("prune_curve"):
         lines += ["", "one-shot pruning of the trained model, no finetuning (curve.*):"]
@@ -139,6 +154,33 @@ def summary_table(results: dict, run_dir: Path) -> str:
         f"({final['params_nonzero']:,} of {final['params_total']:,} weights non-zero)",
         f"architecture {final['architecture']}   FLOPs {_fmt_flops(final['flops_dense'])} dense -> "
         f"{_fmt_flops(final['flops_effective'])} effective ({ratio:.1f}x fewer)",
+        _slim_line(final, results.get("speed")),
         f"run directory {run_dir}",
     ]
     return "\n".join(lines)
+
+
+def _slim_line(final: dict, speed: dict | None) -> str:
+    """The slimmed model: its FLOPs, its agreement with the masked model, and the measured speedup."""
+    if final.get("slim_error"):
+        return f"slim model: failed ({final['slim_error']})"
+    if final.get("flops_slim") is None:
+        return "slim model: not measured (measure.slim=false)"
+    text = (
+        f"slim model {final.get('slim_architecture', '?')}: FLOPs {_fmt_flops(final['flops_slim'])} "
+        f"({final['flops_dense'] / max(final['flops_slim'], 1):.1f}x fewer than dense), "
+        f"max |logit diff| {final['slim_max_abs_diff']:.1e}"
+    )
+    if final.get("speed_error"):
+        return text + f"; speed: failed ({final['speed_error']})"
+    if final.get("speedup_measured") is None or not speed:
+        return text
+    batch = f"batch_{speed['speedup_batch']}"
+    t = speed[batch]
+    text += (
+        f"\nmeasured speedup {final['speedup_measured']:.2f}x on {speed['device']} at {batch.replace('_', ' ')} "
+        f"({t['dense_ms']:.2f} ms dense -> {t['slim_ms']:.2f} ms slim)"
+    )
+    if speed.get("csr_linear_speedup") is not None:
+        text += f"; CSR Linear layers {speed['csr_linear_speedup']:.2f}x vs dense"
+    return text

@@ -67,16 +67,20 @@ def _weight_view(m: nn.Module, w: torch.Tensor, in_group: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def layer_flops(model: nn.Module, input_shape) -> dict[str, LayerFlops]:
-    """Dense, effective and structural FLOPs per prunable layer.
+def live_units(model: nn.Module, input_shape=None) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """Live input and output units of every prunable layer, and each layer's [out, in, pair] weight view.
 
     Units are linked along the forward order of prunable layers (a sequential
     chain; a Linear after a conv reads each channel as a block of spatial
     features). A unit between two layers is live when the producer can emit it
-    (non-zero weights or bias) and the consumer reads it (non-zero weights).
+    (non-zero weights from live inputs, or a non-zero bias) and the consumer
+    reads it (non-zero weights into live outputs). Removing a unit can kill
+    others (a neuron that only read dead units emits nothing; a neuron only
+    read by dead units is read by nobody), so this is iterated to a fixpoint:
+    the units a physically slimmed model keeps. The model's input features are
+    live when the first layer reads them; the last layer's outputs always are.
     """
     layers = prunable_layers(model)
-    positions = output_positions(model, input_shape)
     weights = [m.weight.detach() for _, m in layers]
 
     # in_group[i]: how many input features of layer i one producer unit occupies
@@ -85,36 +89,42 @@ def layer_flops(model: nn.Module, input_shape) -> dict[str, LayerFlops]:
         fan_in = weights[i].shape[1]
         producer_out = weights[i - 1].shape[0]
         in_group[i] = fan_in // producer_out if fan_in % producer_out == 0 else 1
+    views = [_weight_view(m, w, g).ne(0) for (_, m), w, g in zip(layers, weights, in_group)]
+    biases = [
+        m.bias.detach().ne(0) if m.bias is not None else torch.zeros(v.shape[0], dtype=torch.bool, device=v.device)
+        for (_, m), v in zip(layers, views)
+    ]
+    chained = [views[i].shape[0] == views[i + 1].shape[1] for i in range(len(layers) - 1)]
 
-    views = [_weight_view(m, w, g) for (_, m), w, g in zip(layers, weights, in_group)]
-    reads = [v.ne(0).any(dim=(0, 2)) for v in views]  # per input unit
-    emits = []
-    for (_, m), v in zip(layers, views):
-        e = v.ne(0).flatten(1).any(dim=1)
-        if m.bias is not None:
-            e = e | (m.bias.detach() != 0)
-        emits.append(e)
+    live_in = [torch.ones(v.shape[1], dtype=torch.bool, device=v.device) for v in views]
+    live_out = [torch.ones(v.shape[0], dtype=torch.bool, device=v.device) for v in views]
+    while True:
+        emits = [v[:, li].flatten(1).any(dim=1) | b for v, li, b in zip(views, live_in, biases)]
+        reads = [v[lo].any(dim=0).any(dim=-1) for v, lo in zip(views, live_out)]
+        new_in = [reads[0]] + [
+            emits[i] & reads[i + 1] if chained[i] else live_in[i + 1] for i in range(len(layers) - 1)
+        ]
+        new_out = [new_in[i + 1] if chained[i] else live_out[i] for i in range(len(layers) - 1)] + [live_out[-1]]
+        if all(torch.equal(a, b) for a, b in zip(new_in + new_out, live_in + live_out)):
+            return live_in, live_out, views
+        live_in, live_out = new_in, new_out
 
-    live_in = [reads[0]]  # input features nobody reads cost nothing
-    live_out = []
-    for i in range(len(layers) - 1):
-        if emits[i].numel() == reads[i + 1].numel():
-            link = emits[i] & reads[i + 1]
-        else:  # shapes do not chain: assume every unit is live
-            link = torch.ones_like(emits[i])
-        live_out.append(link)
-        live_in.append(link if link.numel() == reads[i + 1].numel() else torch.ones_like(reads[i + 1]))
-    live_out.append(torch.ones_like(emits[-1]))
+
+@torch.no_grad()
+def layer_flops(model: nn.Module, input_shape) -> dict[str, LayerFlops]:
+    """Dense, effective and structural FLOPs per prunable layer (live units: see live_units)."""
+    layers = prunable_layers(model)
+    positions = output_positions(model, input_shape)
+    live_in, live_out, views = live_units(model)
 
     out: dict[str, LayerFlops] = {}
     for i, ((name, m), v) in enumerate(zip(layers, views)):
         pos = positions[name]
         per_pair = v.shape[2]
         live = v[live_out[i]][:, live_in[i]]
-        dense = 2 * pos * v.numel()
         out[name] = LayerFlops(
-            dense=dense,
-            effective=2 * pos * int(live.ne(0).sum()),
+            dense=2 * pos * v.numel(),
+            effective=2 * pos * int(live.sum()),
             structural=2 * pos * int(live_out[i].sum()) * int(live_in[i].sum()) * per_pair,
         )
     return out

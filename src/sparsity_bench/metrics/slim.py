@@ -1,0 +1,394 @@
+"""Physical slimming: the smaller dense model with the dead units of a pruned model removed.
+
+A pruned model keeps its full shapes and holds exact zeros. Slimming removes
+every unit (Linear output neuron, Conv output filter, and with it the matching
+inputs of the layers that read it) that cannot influence the output:
+
+- nobody reads it: every layer consuming the channel has all-zero weights for it;
+- it emits nothing: every layer producing it has all-zero weights and bias, and
+  every operation on the way maps zero to zero (ReLU, pooling, reshapes, sums).
+
+These are the live units of ``flops.live_units``, so FlopCounterMode on the
+slimmed model equals ``flops_structural``. A third kind is optional (``fold``):
+a unit whose weights are all zero but whose bias is not emits an input
+independent constant (relu(b) through a ReLU); it is removed after adding its
+contribution to the bias of every layer that reads it. That is only exact when
+the contribution is the same at every output position (no zero padding between
+them), which is checked numerically; otherwise the unit is kept. Folded units
+make the slimmed model smaller than ``flops_structural``, which counts them.
+
+Which channels belong together comes from torch-pruning's DependencyGraph
+(traced with an example input of the data's shape): a group couples every layer
+that writes a channel with every layer that reads it, across reshapes, concats
+and residual sums. A channel of a residual stream is written by several layers
+(the stem and each block's last conv, through their BatchNorms) and read by
+several (each block's first conv and the classifier); it is removed only when
+every coupled layer agrees it is dead: either none of the readers reads it, or
+none of the writers writes it and every op in between keeps zero at zero. A
+BatchNorm keeps zero at zero only when BN(0) = beta - gamma * mean / std is 0.
+Modules the rules do not understand (grouped convs, LayerNorm, attention,
+unknown element-wise ops) make their whole group stay: slimming is
+conservative, and the result is checked against the masked model on real inputs.
+
+The surgery itself is torch-pruning's (group.prune). Two steps are our own:
+folding constants into biases (torch-pruning drops channels, it does not move
+their value), and removing input features of the first layer that it never
+reads (torch-pruning cannot prune the network input; the slimmed model selects
+the features it keeps with index_select before the first layer).
+
+The result is a torch.fx.GraphModule: its pickle holds generated code calling
+torch functions and standard torch.nn layers only, so ``torch.load(path,
+weights_only=False)`` restores it without importing sparsity_bench.
+"""
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from .sparsity import prunable_layers
+
+_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+# Element-wise ops (autograd node names, lower case, without "backward") that act
+# on each channel separately and map 0 to 0. Anything else in a group keeps it whole.
+_ZERO_PRESERVING = (
+    "relu", "relu6", "hardtanh", "leakyrelu", "gelu", "silu", "hardswish", "mish", "elu", "tanh",
+    "maxpool", "avgpool", "adaptiveavgpool", "adaptivemaxpool", "upsample",
+    "add", "sub", "mul", "div", "neg", "mean", "sum",  # reductions: torch-pruning only couples them per channel
+    "t", "transpose", "permute", "view", "unsafeview", "reshape", "alias", "expand", "squeeze", "unsqueeze",
+    "clone", "flatten", "tocopy", "cat", "split", "splitwithsizes", "slice", "select", "nativedropout",
+)  # fmt: skip
+
+
+@dataclass
+class SlimResult:
+    model: nn.Module  # the slimmed model (a torch.fx.GraphModule)
+    removed: dict[str, int] = field(default_factory=dict)  # layer -> output units removed
+    folded: int = 0  # units removed after folding their constant output into the next bias
+    inputs_kept: int | None = None  # input features the first layer still reads (None: all, no selection)
+    standalone: bool | str = True  # a GraphModule that loads without sparsity_bench; else why not
+
+
+def _is_plain_layer(m: nn.Module) -> bool:
+    return isinstance(m, _LAYERS) and (isinstance(m, nn.Linear) or m.groups == 1)
+
+
+def _op_name(module: nn.Module) -> str:
+    """'relu' for torch-pruning's _ElementWiseOp(ReluBackward0), 'maxpool' for MaxPool2DWithIndicesBackward0."""
+    grad_fn = getattr(module, "_grad_fn", None)  # the autograd node, or its name
+    name = grad_fn if isinstance(grad_fn, str) else grad_fn.name() if grad_fn is not None else repr(module)
+    name = name.split("(")[-1].rstrip(")").lower()
+    name = name.rsplit("::", 1)[-1].replace("backward", "").rstrip("0123456789")
+    for part in ("2d", "3d", "1d", "withindices"):
+        name = name.replace(part, "")
+    return name
+
+
+def _any_by_root(roots: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tensor:
+    """Per root channel: is any of the values mapped to it true (several indices can share a root)."""
+    return torch.zeros(n, device=roots.device).index_add_(0, roots, values.float()) > 0
+
+
+@dataclass
+class _Channels:
+    """Per root channel of one group: who reads it, who writes it, what the path does to zero."""
+
+    reads: torch.Tensor  # some Conv/Linear consumer has a non-zero weight for it
+    weights: torch.Tensor  # some Conv/Linear producer has a non-zero weight for it
+    bias: torch.Tensor  # some Conv/Linear producer has a non-zero bias for it
+    keeps_zero: torch.Tensor  # every other op of the group maps zero to zero on it
+    opaque: bool  # a member the rules do not understand: keep the whole group
+
+
+def _analyse(dg, group, n: int, device) -> _Channels:
+    import torch_pruning as tp
+
+    z = lambda: torch.zeros(n, dtype=torch.bool, device=device)  # noqa: E731
+    ch = _Channels(reads=z(), weights=z(), bias=z(), keeps_zero=~z(), opaque=False)
+    for item in group:
+        dep, idxs = item.dep, list(item.idxs)
+        roots = torch.as_tensor(item.root_idxs, dtype=torch.long, device=device)
+        mod, fn = dep.target.module, dep.handler
+        kind = dep.target.type
+        if _is_plain_layer(mod):
+            w = mod.weight.detach()
+            if dg.is_out_channel_pruning_fn(fn):
+                ch.weights |= _any_by_root(roots, w[idxs].flatten(1).ne(0).any(dim=1), n)
+                if mod.bias is not None:
+                    ch.bias |= _any_by_root(roots, mod.bias.detach()[idxs].ne(0), n)
+            elif dg.is_in_channel_pruning_fn(fn):
+                ch.reads |= _any_by_root(roots, w[:, idxs].ne(0).transpose(0, 1).flatten(1).any(dim=1), n)
+            else:
+                ch.opaque = True
+        elif kind == tp.ops.OPTYPE.BN and isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            if mod.running_mean is None:
+                ch.opaque = True  # batch statistics at eval time: the channel's value depends on the batch
+                continue
+            at_zero = -mod.running_mean / torch.sqrt(mod.running_var + mod.eps)
+            if mod.affine:
+                at_zero = at_zero * mod.weight.detach() + mod.bias.detach()
+            ch.keeps_zero &= ~_any_by_root(roots, at_zero[idxs].ne(0), n)
+        elif kind == tp.ops.OPTYPE.ELEMENTWISE:
+            if _op_name(mod) not in _ZERO_PRESERVING:
+                ch.opaque = True
+        elif kind in (tp.ops.OPTYPE.RESHAPE, tp.ops.OPTYPE.CONCAT, tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.SLICE,
+                      tp.ops.OPTYPE.UNBIND, tp.ops.OPTYPE.EXPAND):  # fmt: skip
+            pass  # index plumbing: torch-pruning maps the channel indices through them
+        else:  # the model's output, LayerNorm, attention, depthwise/grouped convs, unwrapped parameters...
+            ch.opaque = True
+    return ch
+
+
+def _dead(ch: _Channels) -> torch.Tensor:
+    if ch.opaque:
+        return torch.zeros_like(ch.reads)
+    return ~ch.reads | (~ch.weights & ~ch.bias & ch.keeps_zero)
+
+
+def _constant(ch: _Channels) -> torch.Tensor:
+    if ch.opaque:
+        return torch.zeros_like(ch.reads)
+    return ch.reads & ~ch.weights & ch.bias
+
+
+@torch.no_grad()
+def _fold(model: nn.Module, dg, group, candidates: list[int], x: torch.Tensor) -> list[int]:
+    """Add the constant contribution of `candidates` (root channels) to their readers' biases.
+
+    Returns the channels folded (the others are left alone): a channel is folded when
+    what every reader receives from it is the same for every example, and the
+    reader's response to it is the same at every output position.
+    """
+    readers = [
+        item for item in group
+        if _is_plain_layer(item.dep.target.module) and dg.is_in_channel_pruning_fn(item.dep.handler)
+    ]  # fmt: skip
+    inputs: dict[nn.Module, torch.Tensor] = {}
+    hooks = [
+        it.dep.target.module.register_forward_pre_hook(lambda mod, args: inputs.__setitem__(mod, args[0]))
+        for it in readers
+    ]
+    try:
+        model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+
+    ok = set(candidates)
+    plans = []
+    for item in readers:
+        mod = item.dep.target.module
+        roots = list(item.root_idxs)
+        inp = inputs[mod]
+        cols = [i for i, r in zip(item.idxs, roots) if r in ok]
+        col_roots = [r for r in roots if r in ok]
+        if not cols:
+            continue
+        sel = inp[:, cols]
+        varies = (sel != sel[:1]).flatten(2).any(dim=2).any(dim=0) if sel.dim() > 2 else (sel != sel[:1]).any(dim=0)
+        for r, v in zip(col_roots, varies.tolist()):
+            if v:
+                ok.discard(r)
+        plans.append((mod, item))
+    if not ok:
+        return []
+
+    updates = []
+    for mod, item in plans:
+        cols = [i for i, r in zip(item.idxs, item.root_idxs) if r in ok]
+        if not cols:
+            continue
+        const = inputs[mod][:1, cols]
+        w = mod.weight[:, cols]
+        if isinstance(mod, nn.Linear):
+            contrib = F.linear(const, w)[0]
+        else:
+            if mod.padding_mode != "zeros":
+                return []
+            conv = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}[type(mod)]
+            out = conv(const, w, None, mod.stride, mod.padding, mod.dilation)[0].flatten(1)  # [out, positions]
+            scale = out.abs().amax(dim=1).clamp_min(1.0)
+            if ((out.amax(dim=1) - out.amin(dim=1)) > 1e-6 * scale).any():
+                return []  # zero padding makes the contribution position dependent: keep these units
+            contrib = out.mean(dim=1)
+        updates.append((mod, contrib))
+    for mod, contrib in updates:
+        if mod.bias is None:
+            mod.bias = nn.Parameter(torch.zeros(mod.weight.shape[0], device=contrib.device, dtype=contrib.dtype))
+        mod.bias.add_(contrib)
+    return sorted(ok)
+
+
+def _select_inputs(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, int | None]:
+    """Remove the input features the first layer never reads (torch-pruning cannot prune the input).
+
+    Only when the first prunable layer consumes the model's input directly (a conv
+    on x, or a Linear on x.flatten(1)); the model is then wrapped in a module that
+    selects the kept features before calling it.
+    """
+    import torch_pruning as tp
+
+    layers = prunable_layers(model)
+    if not layers:
+        return model, None
+    first = layers[0][1]
+    if not _is_plain_layer(first):
+        return model, None
+    seen = {}
+    h = first.register_forward_pre_hook(lambda mod, args: seen.setdefault("x", args[0]))
+    try:
+        model(x)
+    finally:
+        h.remove()
+    flat = isinstance(first, nn.Linear)
+    direct = x.flatten(1) if flat else x
+    if seen["x"].shape != direct.shape or not torch.equal(seen["x"], direct):
+        return model, None
+    w = first.weight.detach()
+    reads = w.ne(0).any(dim=0) if flat else w.ne(0).transpose(0, 1).flatten(1).any(dim=1)
+    if bool(reads.all()) or not bool(reads.any()):
+        return model, None
+    unread = (~reads).nonzero().flatten().tolist()
+    if flat:
+        tp.prune_linear_in_channels(first, unread)
+    else:
+        tp.prune_conv_in_channels(first, unread)
+    return _InputSelect(model, reads.nonzero().flatten(), flat), int(reads.sum())
+
+
+class _InputSelect(nn.Module):
+    """Keeps the input features (flat) or channels the first layer reads. Traced away by torch.fx."""
+
+    def __init__(self, body: nn.Module, keep: torch.Tensor, flatten: bool):
+        super().__init__()
+        self.body = body
+        self.flatten = flatten
+        self.register_buffer("keep", keep)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.flatten:
+            x = x.flatten(1)
+        return self.body(x.index_select(1, self.keep))
+
+
+def slim(model: nn.Module, x: torch.Tensor, fold: bool = True, output_layers: list[str] | None = None) -> SlimResult:
+    """The slimmed copy of `model` (left untouched), evaluated in eval mode.
+
+    x: a batch of real inputs (several examples: folding checks that a unit's
+    output is the same for all of them). output_layers: layers whose outputs are
+    the model's output, by name, whose outputs are never removed (default: the last prunable layer).
+    """
+    import torch_pruning as tp
+
+    model = copy.deepcopy(model).eval()
+    for p in model.parameters():
+        p.requires_grad_(True)  # the dependency graph is traced through autograd
+    modules = dict(model.named_modules())
+    output_layers = [modules[n] for n in (output_layers or [prunable_layers(model)[-1][0]])]
+    with torch.enable_grad():
+        # two examples, not one: with a batch of 1 some Linear layers trace as view + addmm, which
+        # torch-pruning does not tie to the module (the group then looks opaque and nothing is removed)
+        dg = tp.DependencyGraph().build_dependency(model, example_inputs=x[:2], verbose=False)
+    names = {m: n for n, m in model.named_modules()}
+    result = SlimResult(model=model)
+
+    roots = [
+        (m, dg.get_pruner_of_module(m).prune_out_channels)
+        for m in dg.module2node
+        if isinstance(m, nn.Module) and _is_plain_layer(m) and m not in output_layers
+    ]  # fmt: skip
+    with torch.no_grad():
+        changed = True
+        while changed:  # removing units can kill others (see flops.live_units): repeat to a fixpoint
+            changed = False
+            for module, prune_out in roots:
+                n = dg.get_out_channels(module)
+                if not n:
+                    continue
+                group = dg.get_pruning_group(module, prune_out, list(range(n)))
+                if any(item.dep.target.module in output_layers and dg.is_out_channel_pruning_fn(item.dep.handler)
+                       for item in group):  # fmt: skip
+                    continue
+                ch = _analyse(dg, group, n, module.weight.device)
+                dead = _dead(ch).nonzero().flatten().tolist()
+                if len(dead) == n:  # no live unit left: keep one, so that no tensor gets a zero-size dimension
+                    dead = dead[1:]
+                folded = []
+                if fold:
+                    candidates = _constant(ch).nonzero().flatten().tolist()
+                    candidates = candidates[: max(0, n - len(dead) - 1)]  # keep at least one unit
+                    if candidates:
+                        folded = _fold(model, dg, group, candidates, x)
+                remove = sorted(set(dead) | set(folded))
+                if not remove:
+                    continue
+                dg.get_pruning_group(module, prune_out, remove).prune()
+                result.removed[names[module]] = result.removed.get(names[module], 0) + len(remove)
+                result.folded += len(folded)
+                changed = True
+
+        model, result.inputs_kept = _select_inputs(model, x)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        result.model = fx.symbolic_trace(model)
+    except Exception as err:  # noqa: BLE001  (data-dependent control flow): still slim, but tied to its classes
+        result.model, result.standalone = model, f"torch.fx could not trace it: {type(err).__name__}: {err}"
+    return result
+
+
+@torch.no_grad()
+def max_abs_diff(reference: nn.Module, slimmed: nn.Module, x: torch.Tensor) -> float:
+    """max |logits difference| of two models on a batch, in fp32, both in eval mode."""
+    modes = reference.training, slimmed.training
+    reference.eval(), slimmed.eval()
+    try:
+        return float((reference(x).float() - slimmed(x).float()).abs().max())
+    finally:
+        reference.train(modes[0]), slimmed.train(modes[1])
+
+
+def save(model: nn.Module, path: Path) -> Path:
+    """Pickle the slimmed model (on CPU): torch.load(path, weights_only=False) gives it back."""
+    path = Path(path)
+    cpu = copy.deepcopy(model).cpu().eval()
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(cpu, tmp)
+    tmp.replace(path)
+    return path
+
+
+def check_loads_standalone(path: Path, input_shape, timeout: float = 120.0) -> None:
+    """Load `path` in a fresh interpreter that cannot import sparsity_bench, and run it once.
+
+    Raises RuntimeError with the child's error when it fails.
+    """
+    code = textwrap.dedent(
+        f"""
+        import sys
+
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split('.')[0] == 'sparsity_bench':
+                    raise ModuleNotFoundError('sparsity_bench is blocked here', name=name)
+
+        sys.meta_path.insert(0, Block())
+        sys.path = [p for p in sys.path if p and 'sparsity_bench' not in p]
+        import torch
+        m = torch.load({str(path)!r}, weights_only=False, map_location='cpu')
+        y = m(torch.zeros(2, *{tuple(input_shape)!r}))
+        assert y.shape[0] == 2 and torch.isfinite(y).all()
+        assert not any(k.startswith('sparsity_bench') for k in sys.modules), 'sparsity_bench was imported'
+        """
+    )
+    proc = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{path} does not load on its own: {proc.stderr.strip().splitlines()[-1:] or proc.stdout}")
