@@ -64,7 +64,7 @@ def test_report_writes_table_csv_plots_and_lists_skipped_jobs(sweep):
         assert 0 <= float(r["test_acc_mean"]) <= 1 and 0 <= float(r["sparsity_mean"]) < 1
         assert r["test_acc_std"] == ""  # one seed: no spread
         assert r["architecture"] == "784-300-100" and int(r["flops_dense"]) == 532400
-        assert float(r["flops_effective_mean"]) <= 532400 and r["speedup_measured_mean"] == ""
+        assert float(r["flops_effective_mean"]) <= 532400 and float(r["speedup_measured_mean"]) > 0
 
     md = (sweep / "report.md").read_text()
     assert "| method | model | dataset | lam |" in md and "## Skipped jobs (3)" in md and "NaN/Inf" in md
