@@ -19,7 +19,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sparsity_bench.config import SCHEMAS, Device, FinetuneConfig, MnistConfig, RunConfig, SyntheticConfig, TrainConfig
+from sparsity_bench.config import (
+    SCHEMAS, CurveConfig, Device, FinetuneConfig, MeasureConfig, MnistConfig, RunConfig, SyntheticConfig, TrainConfig,
+)  # fmt: skip
 from sparsity_bench.data import load_data
 from sparsity_bench.methods import METHODS
 from sparsity_bench.models import build_model
@@ -34,6 +36,9 @@ def run_config(model: str, method: str, args) -> RunConfig:
         method=SCHEMAS["method"][method](),
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, schedule="constant"),
         finetune=FinetuneConfig(epochs=0),
+        curve=CurveConfig(fractions=[]),
+        measure=MeasureConfig(slim=False, speed=False),
+        threads=args.threads,
         device=Device(args.device),
         progress=False,
         histograms=False,
@@ -45,9 +50,7 @@ def runner_throughput(model: str, method: str, args) -> tuple[float, float]:
     cfg = run_config(model, method, args)
     with tempfile.TemporaryDirectory() as tmp:
         pipe = Pipeline(cfg, Path(tmp), {})
-        t0 = time.perf_counter()
         results = pipe.run()
-        whole = time.perf_counter() - t0
     train = results["phases"]["train"]
     return train["samples_per_second"], train["epochs"] * len(pipe.data.train) / max(train["seconds"], 1e-9)
 
@@ -89,7 +92,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; the median ratio is printed")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--synthetic", action="store_true", help="generated data instead of MNIST")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.backends.cudnn.benchmark = True
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
