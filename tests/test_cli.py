@@ -31,6 +31,7 @@ def _cli(args, cwd):
         (["-m", "method=l1,nope"], "Unknown method 'nope'"),
         (["-m", "method=l1", "method.lam=1e-4,-2"], "method.lam must be >= 0"),
         (["train.epochs=-3"], "train.epochs must be >= 0"),
+        (["prune.scope=everywhere"], "prune.scope must be layer or global"),
     ],
 )
 def test_bad_config_is_refused_in_one_sentence(args, expected):
@@ -41,6 +42,8 @@ def test_bad_config_is_refused_in_one_sentence(args, expected):
 
 def test_good_configs_pass_preflight():
     assert preflight(["model=lenet5", "method=l1", "method.lam=1e-4"]) is None
+    assert preflight(["prune.rule=sparsity", "prune.scope=global"]) is None
+    assert preflight(["prune.rule=sparsity", "prune.scope=layer"]) is None
     assert preflight(["-m", "method=l1,l2", "method.lam=1e-5,1e-4"]) is None
 
 

@@ -281,11 +281,14 @@ class PruneConfig:
     rule: PruneRule = PruneRule.std
     threshold: float = 0.25  # std multiplier for rule=std, absolute value for rule=abs
     sparsity: float = 0.9  # for rule=sparsity
-    scope: Scope = Scope.global_  # for rule=sparsity: per layer or one global threshold
+    # for rule=sparsity: per layer or one global threshold. A str, not the Scope enum:
+    # OmegaConf parses enums by member name, and `global` cannot be one.
+    scope: str = Scope.global_.value
 
     def __post_init__(self) -> None:
         _require(self.threshold >= 0, "prune.threshold must be >= 0.")
         _require(0 <= self.sparsity < 1, f"prune.sparsity must lie in [0, 1) (got {self.sparsity}).")
+        _require(self.scope in {s.value for s in Scope}, f"prune.scope must be layer or global (got '{self.scope}').")
 
 
 @dataclass
