@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from sparsity_bench.config import MnistConfig
-from sparsity_bench.data import load_data
+from sparsity_bench.datasets import load_data
 from sparsity_bench.metrics import measure
 from sparsity_bench.metrics.flops import dense_flops
 from sparsity_bench.metrics.slim import max_abs_diff, slim

@@ -9,9 +9,9 @@ import torch
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from sparsity_bench.config import MnistConfig, SyntheticConfig
-from sparsity_bench.data import DataError, load_data
-from sparsity_bench.data.idx import check_idx, read_idx, write_idx
-from sparsity_bench.data import mnist_offline
+from sparsity_bench.datasets import DataError, load_data
+from sparsity_bench.datasets.idx import check_idx, read_idx, write_idx
+from sparsity_bench.datasets import mnist_offline
 
 
 def test_idx_writer_round_trips_through_torchvision(tmp_path):

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from .config import Granularity, Optim, RunConfig, Schedule, TrainConfig
 from .curve import prune_curve
-from .data import Data, Split, load_data
+from .datasets import Data, Split, load_data
 from .methods import Method, build_method
 from .metrics import measure
 from .metrics.flops import dense_flops
