@@ -196,9 +196,9 @@ class Pipeline:
             self.epoch_step += 1
             measured = measure(evaluated, data.input_shape)
             scalars = {f"{phase}/loss": mean_loss, f"{phase}/lr": sched.get_last_lr()[0], "val/acc": val_acc}
-            if penalize and pen_sum.item() != 0:
-                scalars[f"{phase}/penalty"] = (pen_sum / steps_per_epoch).item()
             if penalize:
+                if pen_sum.item() != 0:
+                    scalars[f"{phase}/penalty"] = (pen_sum / steps_per_epoch).item()
                 scalars.update({f"method/{k}": v for k, v in method.scalars(model).items()})
                 self.rec.histograms({f"method/{k}": v for k, v in method.histograms(model).items()}, self.epoch_step)
             self.rec.scalars(scalars, self.epoch_step)
@@ -215,13 +215,15 @@ class Pipeline:
 
         if ema is not None:
             model.load_state_dict(ema.module.state_dict())
-        if best is not None and best["val_acc"] > evaluate(model, data.val, t.eval_batch_size):
+        val_acc = evaluate(model, data.val, t.eval_batch_size)
+        if best is not None and best["val_acc"] > val_acc:
             model.load_state_dict(best["model"])
-            log.info("%s: keeping epoch %d, the best on validation (%.2f%%)", phase, best["epoch"], 100 * best["val_acc"])
+            val_acc = best["val_acc"]
+            log.info("%s: keeping epoch %d, the best on validation (%.2f%%)", phase, best["epoch"], 100 * val_acc)
         samples = t.epochs * len(data.train)
         return {
             "test_acc": evaluate(model, data.test, t.eval_batch_size),
-            "val_acc": evaluate(model, data.val, t.eval_batch_size),
+            "val_acc": val_acc,
             "seconds": seconds,
             "samples_per_second": samples / train_seconds if train_seconds > 0 else None,
             "epochs": t.epochs,
