@@ -1,5 +1,7 @@
 """Every paper preset in conf/experiment composes with its real dataset, and runs a
 one-epoch smoke version of itself on synthetic data of the same shape."""
+import sys
+
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -38,3 +40,20 @@ def test_preset_runs_one_epoch(name, tmp_path):
     results = Pipeline(run, tmp_path, OmegaConf.to_container(cfg, resolve=True)).run()
     assert results["status"] == "finished"
     assert (tmp_path / "results.json").is_file()
+
+
+def test_results_page_puts_our_runs_next_to_the_paper(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("paper_results", CONF_DIR.parent / "scripts" / "paper_results.py")
+    paper_results = importlib.util.module_from_spec(spec)
+    sys.modules["paper_results"] = paper_results  # dataclasses look their module up there
+    spec.loader.exec_module(paper_results)
+    cfg = _compose(["+experiment=l0_lenet300_mnist", *SMOKE])
+    Pipeline(validate(cfg), tmp_path / "l0_lenet300_mnist" / "seed0", OmegaConf.to_container(cfg, resolve=True)).run()
+    page = paper_results.write(tmp_path)
+    ours = [line for line in page.splitlines() if line.startswith("| LeNet-300-100 | L0, lambda 0.1/N")]
+    assert len(ours) == 1 and "219-214-100 at 1.4% error" in ours[0] and "seed 0" in ours[0]
+    assert "| LeNet-5 | L0-sep | 9-18-65-25 at 1.0% error | error <= 1.1%, no layer larger | not run |" in page
+    assert paper_results.no_layer_larger("219-200-100", "219-214-100")
+    assert not paper_results.no_layer_larger("220-200-100", "219-214-100")
