@@ -74,3 +74,31 @@ def test_end_to_end_on_synthetic(tmp_path, model, method):
     assert results["final"]["sparsity"] > 0.0
     for key, mask in pipe.masks.items():
         assert torch.all(_param(pipe.model, key)[~mask] == 0)
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (4, 3, 2, 2)])
+def test_written_out_gradients_match_autograd_of_the_formula(shape):
+    """hoyer_square and group_hoyer_square carry hand-written backward passes: check them."""
+    from sparsity_bench.methods.hoyer import EPS
+
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(*shape, generator=g, dtype=torch.float64)
+    w[0] = 0  # an all-zero output group
+    w[:, 1] = 0  # an all-zero input group
+
+    def hs_formula(v):
+        return v.abs().sum().pow(2) / (v.pow(2).sum() + EPS)
+
+    def gh_formula(v):
+        out_n = (v.pow(2).flatten(1).sum(1) + EPS).sqrt()
+        in_n = (v.pow(2).transpose(0, 1).flatten(1).sum(1) + EPS).sqrt()
+        return (out_n.sum().pow(2) + in_n.sum().pow(2)) / (v.pow(2).sum() + EPS)
+
+    for fn, formula in ((hoyer_square, hs_formula), (group_hoyer_square, gh_formula)):
+        a = w.clone().requires_grad_(True)
+        b = w.clone().requires_grad_(True)
+        (3.0 * fn(a)).backward()
+        (3.0 * formula(b)).backward()
+        assert fn(w).item() == pytest.approx(formula(w).item(), rel=1e-9)
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-7, atol=1e-9)
+        assert torch.autograd.gradcheck(fn, (w.clone().add_(0.1).requires_grad_(True),))
