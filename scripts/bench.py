@@ -65,6 +65,7 @@ def minimal_throughput(model_name: str, args) -> float:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     gen = torch.Generator(device=device).manual_seed(0)
     x_all, y_all = data.train.x, data.train.y
+    to_input = data.train.pixels  # uint8 pixels -> float inputs, as every batch of the pipeline
     n, bs = len(y_all), args.batch_size
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -73,7 +74,7 @@ def minimal_throughput(model_name: str, args) -> float:
         order = torch.randperm(n, device=device, generator=gen)
         for i in range(0, n, bs):
             idx = order[i : i + bs]
-            loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
+            loss = F.cross_entropy(model(to_input(x_all.index_select(0, idx))), y_all.index_select(0, idx))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

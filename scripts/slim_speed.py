@@ -85,7 +85,7 @@ def main() -> None:
     model.eval()
 
     m = measure(model, data.input_shape)
-    x = data.test.x[:256]
+    x = data.test.examples(256)
     result = slim(model, x)
     speed = model_speed(model, result.model, x, torch.device("cpu"), (1, 256), args.repeats, 3)
     csr = csr_linear_speed(model, x, torch.device("cpu"), 256, args.repeats, 3)
@@ -97,7 +97,7 @@ def main() -> None:
         "flops_dense": m["flops_dense"], "flops_structural": m["flops_structural"],
         "flops_slim": dense_flops(result.model, data.input_shape), "folded_units": result.folded,
         "structural_flops_ratio": flops_ratio,
-        "slim_max_abs_diff": max_abs_diff(model, result.model, data.test.x[:1000]),
+        "slim_max_abs_diff": max_abs_diff(model, result.model, data.test.examples(1000)),
         "speed": speed, "csr_linear_speedup": None if csr is None else csr["speedup"],
         "speedup_measured": speedup, "target": 0.6 * flops_ratio, "meets_target": speedup >= 0.6 * flops_ratio,
         "seconds": time.perf_counter() - t0,

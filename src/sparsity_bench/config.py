@@ -59,6 +59,13 @@ class Granularity(str, Enum):
 
     weight = "weight"  # the smallest |w| inside each column
     unit = "unit"  # whole columns, the smallest by L2 norm, per layer
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"  # bfloat16 autocast of the forward passes (training and evaluation)
+
+
 class GateGranularity(str, Enum):
     neuron = "neuron"  # one gate per Linear input feature / Conv2d output filter (the L0 paper)
     weight = "weight"  # one gate per weight
@@ -101,12 +108,64 @@ class DatasetConfig:
 
 
 @dataclass
-class MnistConfig(DatasetConfig):
+class InMemoryConfig(DatasetConfig):
+    """A small set held on the run device, augmented there batch by batch (training split only)."""
+
+    augment: bool = False  # random crops of the zero-padded image and horizontal flips
+    crop_padding: int = 4  # pixels of zero padding on each side before the random crop (0: no crop)
+    flip: bool = True  # random horizontal flips (with augment=true)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.crop_padding >= 0, f"dataset.crop_padding must be >= 0 (got {self.crop_padding}).")
+
+
+@dataclass
+class MnistConfig(InMemoryConfig):
     name: str = "mnist"
 
 
 @dataclass
-class SyntheticConfig(DatasetConfig):
+class FashionMnistConfig(InMemoryConfig):
+    name: str = "fashion_mnist"
+
+
+@dataclass
+class Cifar10Config(InMemoryConfig):
+    name: str = "cifar10"
+    augment: bool = True
+    normalize: bool = True  # per-channel mean/std of the training split
+
+
+@dataclass
+class Cifar100Config(Cifar10Config):
+    name: str = "cifar100"
+
+
+@dataclass
+class ImageNetConfig(DatasetConfig):
+    """ILSVRC-2012 in class folders, streamed from disk by DataLoader workers."""
+
+    name: str = "imagenet"
+    val_size: int = 10000  # held out from the training images, a fixed random choice
+    normalize: bool = True  # the usual ImageNet per-channel mean/std
+    augment: bool = True  # RandomResizedCrop + horizontal flip for training
+    crop_size: int = 224
+    resize_size: int = 256  # evaluation: resize the short side, then centre-crop crop_size
+    workers: int = 8  # DataLoader worker processes (0: load in the main process)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.workers >= 0, f"dataset.workers must be >= 0 (got {self.workers}).")
+        _require(self.crop_size > 0, f"dataset.crop_size must be positive (got {self.crop_size}).")
+        _require(
+            self.resize_size >= self.crop_size,
+            f"dataset.resize_size must be >= dataset.crop_size (got {self.resize_size} < {self.crop_size}).",
+        )
+
+
+@dataclass
+class SyntheticConfig(InMemoryConfig):
     name: str = "synthetic"
     train_size: int = 2000
     test_size: int = 500
@@ -341,11 +400,30 @@ class RunConfig:
     threads: Optional[int] = None  # CPU threads; None: torch's default
     progress: bool = True  # per-epoch progress bar on a terminal
     histograms: bool = True  # weight histograms in TensorBoard, once per epoch
+    # Accelerator options (accel.py)
+    precision: Precision = Precision.fp32
+    channels_last: str = "auto"  # true | false | auto (auto: on for conv nets on CUDA)
+    compile: bool = False  # torch.compile the training forward pass
+
+    def __post_init__(self) -> None:
+        # a str, since `channels_last=true` arrives as a bool and `auto` as a string
+        self.channels_last = str(self.channels_last).lower()
+        _require(
+            self.channels_last in ("true", "false", "auto"),
+            f"channels_last must be true, false or auto (got '{self.channels_last}').",
+        )
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"lenet300": LeNet300Config, "lenet5": LeNet5Config},
-    "dataset": {"mnist": MnistConfig, "synthetic": SyntheticConfig},
+    "dataset": {
+        "mnist": MnistConfig,
+        "fashion_mnist": FashionMnistConfig,
+        "cifar10": Cifar10Config,
+        "cifar100": Cifar100Config,
+        "imagenet": ImageNetConfig,
+        "synthetic": SyntheticConfig,
+    },
     "method": {
         "none": NoneConfig,
         "l1": L1Config,

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from .accel import Accel
 from .config import Granularity, Optim, RunConfig, Schedule, TrainConfig
 from .curve import prune_curve
 from .datasets import Data, Split, load_data
@@ -62,15 +63,20 @@ def make_scheduler(opt: torch.optim.Optimizer, t: TrainConfig, total_steps: int)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, batch_size: int) -> float:
+def evaluate(model: nn.Module, split: Split, batch_size: int, accel: Accel | None = None) -> float:
     """Top-1 accuracy on a split."""
     was_training = model.training
     model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=split.y.device)
+    correct = 0
     for x, y in split.batches(batch_size):
-        correct += (model(x).argmax(dim=1) == y).sum()
+        if accel is not None:
+            with accel.autocast():
+                logits = model(accel.input(x))
+        else:
+            logits = model(x)
+        correct = correct + (logits.argmax(dim=1) == y).sum()  # stays on the device until the end
     model.train(was_training)
-    return correct.item() / max(len(split), 1)
+    return int(correct) / max(len(split), 1)
 
 
 def _rng_state(gen: torch.Generator) -> dict:
@@ -98,7 +104,9 @@ class Pipeline:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.data: Data = load_data(cfg.dataset, self.device)
-        self.model = build_model(cfg.model, self.data.input_shape, self.data.num_classes).to(self.device)
+        model = build_model(cfg.model, self.data.input_shape, self.data.num_classes).to(self.device)
+        self.accel = Accel.resolve(cfg, self.device, model)
+        self.model = self.accel.prepare(model)
         check_layer_names(cfg.curve.exclude, [n for n, _ in prunable_layers(self.model)], "curve.exclude")
         self.method: Method = build_method(cfg.method, len(self.data.train), self.data.input_shape)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
@@ -154,6 +162,8 @@ class Pipeline:
         evaluated = ema.module if ema is not None else model
         keep_best = getattr(t, "keep_best", False)
         show_bar = self.cfg.progress and sys.stderr.isatty()
+        accel = self.accel
+        forward = accel.training_forward(model)
 
         for epoch in range(start_epoch, t.epochs):
             t0 = time.perf_counter()
@@ -162,7 +172,8 @@ class Pipeline:
             pen_sum = torch.zeros((), device=self.device)
             bar = tqdm(total=steps_per_epoch, desc=f"{phase} {epoch + 1}/{t.epochs}", leave=False, disable=not show_bar)
             for i, (x, y) in enumerate(data.train.batches(t.batch_size, self.gen)):
-                loss = F.cross_entropy(model(x), y)
+                with accel.autocast():
+                    loss = F.cross_entropy(forward(accel.input(x)), y)
                 total = loss
                 pen = method.penalty(model) if penalize else None
                 if pen is not None:
@@ -192,7 +203,7 @@ class Pipeline:
                 hint = "a smaller train.lr or method.lam" if penalize else "a smaller finetune.lr"
                 kept = f"the last good checkpoint is {self.ckpt_path}" if self.ckpt_path.is_file() else "no checkpoint was written before it"
                 raise TrainingDiverged(f"The loss became NaN/Inf in the {phase} phase at epoch {epoch + 1}; try {hint} ({kept}).")
-            val_acc = evaluate(evaluated, data.val, t.eval_batch_size)
+            val_acc = evaluate(evaluated, data.val, t.eval_batch_size, accel)
             self.epoch_step += 1
             measured = measure(evaluated, data.input_shape)
             scalars = {f"{phase}/loss": mean_loss, f"{phase}/lr": sched.get_last_lr()[0], "val/acc": val_acc}
@@ -215,14 +226,14 @@ class Pipeline:
 
         if ema is not None:
             model.load_state_dict(ema.module.state_dict())
-        val_acc = evaluate(model, data.val, t.eval_batch_size)
+        val_acc = evaluate(model, data.val, t.eval_batch_size, accel)
         if best is not None and best["val_acc"] > val_acc:
             model.load_state_dict(best["model"])
             val_acc = best["val_acc"]
             log.info("%s: keeping epoch %d, the best on validation (%.2f%%)", phase, best["epoch"], 100 * val_acc)
         samples = t.epochs * len(data.train)
         return {
-            "test_acc": evaluate(model, data.test, t.eval_batch_size),
+            "test_acc": evaluate(model, data.test, t.eval_batch_size, accel),
             "val_acc": val_acc,
             "seconds": seconds,
             "samples_per_second": samples / train_seconds if train_seconds > 0 else None,
@@ -260,8 +271,8 @@ class Pipeline:
                 t0 = time.perf_counter()
                 apply_masks(model, self.masks)
                 self.phases["prune"] = {
-                    "test_acc": evaluate(model, self.data.test, cfg.train.eval_batch_size),
-                    "val_acc": evaluate(model, self.data.val, cfg.train.eval_batch_size),
+                    "test_acc": evaluate(model, self.data.test, cfg.train.eval_batch_size, self.accel),
+                    "val_acc": evaluate(model, self.data.val, cfg.train.eval_batch_size, self.accel),
                     "seconds": prune_seconds + time.perf_counter() - t0,
                 }
                 ckpt = None
@@ -284,7 +295,10 @@ class Pipeline:
                 "layers": layers,
                 "speed": speed,
                 "config": self.config_dict,
-                "environment": {"torch": torch.__version__, "device": str(self.device), "threads": torch.get_num_threads()},
+                "environment": {
+                    "torch": torch.__version__, "device": str(self.device), "threads": torch.get_num_threads(),
+                    "accel": self.accel.describe(),
+                },  # fmt: skip
             }
             self.rec.results(results)
             self._mark_finished(results)
@@ -298,7 +312,7 @@ class Pipeline:
             return
         t0 = time.perf_counter()
         self.prune_curve = prune_curve(
-            self.model, curve, lambda m: evaluate(m, self.data.test, self.cfg.train.eval_batch_size)
+            self.model, curve, lambda m: evaluate(m, self.data.test, self.cfg.train.eval_batch_size, self.accel)
         )
         self.rec.prune_curve(self.prune_curve)
         log.info(
@@ -317,7 +331,7 @@ class Pipeline:
         if not m.slim:
             return None
         model, shape = self.model, self.data.input_shape
-        examples = self.data.test.x[:256] if len(self.data.test) else self.data.val.x[:256]
+        examples = self.data.test.examples(256) if len(self.data.test) else self.data.val.examples(256)
         try:
             result = slim_model(model, examples, fold=m.fold_bias)
             slimmed = result.model
