@@ -32,3 +32,14 @@ def trained_outcome(final: dict) -> dict:
 def _threads():
     torch.set_num_threads(2)
     torch.manual_seed(0)
+
+
+def subprocess_env() -> dict:
+    """The environment for a child `python -m sparsity_bench`: it imports the same sparsity_bench as the tests."""
+    import os
+    from pathlib import Path
+
+    import sparsity_bench
+
+    src = str(Path(sparsity_bench.__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}

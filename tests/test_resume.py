@@ -38,3 +38,33 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, metho
     whole = torch.load(tmp_path / "whole" / "checkpoints" / "last.pt", weights_only=False)["model"]
     for k, v in resumed_pipe.model.state_dict().items():
         assert torch.equal(v, whole[k]), k
+
+
+def test_a_checkpoint_write_that_fails_midway_leaves_the_previous_one_to_resume_from(tmp_path, monkeypatch):
+    """torch.save dies halfway through the second finetune checkpoint (say, a full disk)."""
+    cfg = small_run("lenet300", "l1", epochs=1, ft_epochs=2, lam=1e-4)
+    cfg.curve.fractions, cfg.measure.slim = [], False  # not what this is about
+    cfg.dataset.train_size, cfg.dataset.test_size, cfg.threads = 300, 100, 1
+    reference = Pipeline(cfg, tmp_path / "whole", {}).run()
+
+    real_save = torch.save
+
+    def failing_save(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and (obj.get("phase"), obj.get("epoch")) == ("finetune", 2):
+            with open(f, "wb") as out:
+                out.write(b"PK\x03\x04 half a checkpoint")
+            raise OSError(28, "No space left on device")
+        real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="No space left"):
+        Pipeline(cfg, tmp_path / "cut", {}).run()
+    monkeypatch.setattr(torch, "save", real_save)
+
+    ckpt = tmp_path / "cut" / "checkpoints" / "last.pt"
+    assert (tmp_path / "cut" / "checkpoints" / "last.pt.tmp").is_file()  # the torn write stays aside
+    state = torch.load(ckpt, weights_only=False)
+    assert (state["phase"], state["epoch"]) == ("finetune", 1)
+    resumed = Pipeline(cfg, tmp_path / "cut", {}).run()
+    assert trained_outcome(resumed["final"]) == trained_outcome(reference["final"])
+    assert torch.load(ckpt, weights_only=False)["finished"]

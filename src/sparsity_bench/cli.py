@@ -1,8 +1,14 @@
 """The Hydra entry: compose, validate, hand to the pipeline.
 
 Before Hydra starts any job, every configuration the command line asks for (each
-value of a sweep) is composed and validated once, so that a typo is refused in one
-sentence before anything runs, instead of as a stack trace from inside a job.
+value of a sweep) is composed and validated once, and the output directory is
+checked, so that a typo or an unwritable path is refused in one sentence before
+anything runs, instead of as a stack trace from inside a job. A run directory that
+already holds a finished run is reported in one line and not trained again; one
+that holds a checkpoint of another configuration is refused.
+
+Under torchrun (several processes) rank 0 resolves the run directory and every rank
+uses it; see sparsity_bench.distributed.
 """
 from __future__ import annotations
 
@@ -13,14 +19,17 @@ import re
 import secrets
 import sys
 import time
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError, describe_omegaconf_error, register_configs, validate
+from .errors import RunDirError, TrainingDiverged, UserError
 
 
 def conf_dir() -> Path:
@@ -35,6 +44,7 @@ def conf_dir() -> Path:
 CONF_DIR = conf_dir()
 log = logging.getLogger("sparsity_bench")
 FAILED_JOBS: list[str] = []  # multirun jobs that failed (see SweepCallback for other launchers)
+_RUN_DIR_CHECKED = False  # main() looked into the single run's directory before Hydra started
 
 
 @lru_cache(maxsize=None)
@@ -112,26 +122,73 @@ def _variants(overrides: list[str]) -> list[list[str]]:
     return variants
 
 
-def preflight(argv: list[str]) -> str | None:
-    """Compose and validate what argv asks for; a one-sentence problem, or None when it is fine."""
+def _is_multirun(argv: list[str], cfg: DictConfig) -> bool:
+    return "-m" in argv or "--multirun" in argv or str(cfg.hydra.mode) in ("MULTIRUN", "RunMode.MULTIRUN")
+
+
+def _job_config(cfg: DictConfig) -> dict:
+    """The job's resolved config as the job itself sees it (and as checkpoints store it)."""
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+
+
+@dataclass
+class Checked:
+    problem: str | None  # one sentence, or None when the command can run
+    config: DictConfig | None = None  # the first composed config, hydra node included
+    existing: Any = None  # a single run's directory as found (run_dir.Existing), or None
+
+
+def check_command(argv: list[str]) -> Checked:
+    """Compose and validate what argv asks for, and check where it will write (and what is there)."""
     from hydra import compose, initialize_config_dir
+
+    from .run_dir import existing_run, output_problem
 
     _register()
     overrides = [a for a in argv if not a.startswith("-")]
     try:
         variants = _variants(overrides)
     except Exception as err:  # noqa: BLE001 - any parse failure is the user's input
-        return _explain(err)
+        return Checked(_explain(err))
+    first, devices = None, set()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for variant in variants:
             try:
                 cfg = compose(config_name="config", overrides=variant, return_hydra_config=True)
-                validate(cfg)
+                devices.add(validate(cfg).device.value)
             except ConfigError as err:
-                return str(err)
+                return Checked(str(err))
             except Exception as err:  # noqa: BLE001 - Hydra/OmegaConf composition errors
-                return _explain(err)
-    return None
+                return Checked(_explain(err))
+            first = first if first is not None else cfg
+    if "cuda" in devices:
+        import torch  # (only here: a refusal of a typo stays fast)
+
+        if not torch.cuda.is_available():
+            return Checked("device=cuda was asked for but no CUDA GPU is visible; use device=cpu or device=auto.")
+    multirun = _is_multirun(argv, first)
+    try:
+        out = str(first.hydra.sweep.dir if multirun else first.hydra.run.dir)
+    except Exception as err:  # noqa: BLE001 - an interpolation in the directory that cannot resolve
+        return Checked(_explain(err))
+    problem = output_problem(out)
+    if problem is not None or multirun:  # a sweep's job directories are looked into by each job
+        return Checked(problem, first)
+    try:
+        return Checked(None, first, existing_run(out, _job_config(first)))
+    except UserError as err:
+        return Checked(str(err))
+
+
+def preflight(argv: list[str]) -> str | None:
+    """Compose and validate what argv asks for; a one-sentence problem, or None when it is fine."""
+    return check_command(argv).problem
+
+
+def _override_value(text: str) -> str:
+    """text quoted for a Hydra command-line override: backslashes are escaped only before a quote."""
+    body = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, text)
+    return "'" + body.replace("'", "\\'") + "'"
 
 
 # --------------------------------------------------------------------- sweeps
@@ -169,15 +226,22 @@ def run_job(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from .errors import UserError
+    from . import distributed
     from .pipeline import Pipeline
+    from .run_dir import existing_run, finished_line
     from .run_log import summary_table, write_json_atomic
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     config_dict = OmegaConf.to_container(cfg, resolve=True)
+    rank = distributed.current()
     try:
         run = validate(cfg)
+        existing = None if _RUN_DIR_CHECKED and hc.mode == RunMode.RUN else existing_run(run_dir, config_dict)
+        if existing is not None and existing.finished:  # (a single run was told so before Hydra started)
+            if rank.is_main:
+                print(finished_line(run_dir, existing.results), flush=True)
+            return (existing.results or {}).get("final", {}).get("test_acc")
         results = Pipeline(run, run_dir, config_dict).run()
     except KeyboardInterrupt:
         raise SystemExit(
@@ -185,27 +249,80 @@ def run_job(cfg: DictConfig) -> float | None:
         ) from None
     except (UserError, OSError) as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        write_json_atomic(run_dir / "results.json", {"status": "failed", "error": message, "config": config_dict})
+        if rank.is_main and not isinstance(err, RunDirError):  # never overwrite the record of another run
+            write_json_atomic(run_dir / "results.json", {"status": "failed", "error": message, "config": config_dict})
+        if not rank.is_main:  # every rank diverges together, and rank 0 says so
+            message = None if isinstance(err, TrainingDiverged) else f"rank {rank.rank}: {message}"
         if hc.mode == RunMode.MULTIRUN:
-            log.error("%s", message)
+            if message:
+                log.error("%s", message)
             FAILED_JOBS.append(str(run_dir))
             return None
-        raise SystemExit(f"error: {message}") from None
-    print(summary_table(results, run_dir), flush=True)
+        raise SystemExit(f"error: {message}" if message else 1) from None
+    if rank.is_main:
+        print(summary_table(results, run_dir), flush=True)
     return results["final"]["test_acc"]
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+    global _RUN_DIR_CHECKED
+    argv = sys.argv[1:] if argv is None else list(argv)
+    _RUN_DIR_CHECKED = False
     _register()
     informational = {"--help", "-h", "--hydra-help", "--info", "--cfg", "-c", "--resolve", "--version", "--shell-completion", "-sc"}
-    if not informational.intersection(argv) and not any(a.startswith(("-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir")) for a in argv):
-        problem = preflight(argv)
-        if problem:
-            print(f"error: {problem}", file=sys.stderr)
-            raise SystemExit(2)
-    sys.argv = [sys.argv[0], *argv]
-    run_job()
+    checked = not informational.intersection(argv) and not any(a.startswith(("-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir")) for a in argv)
+    rank = None
+    if checked and os.environ.get("WORLD_SIZE", "1") != "1":  # started by torchrun
+        from . import distributed
+
+        rank = distributed.setup()
+    ok = False
+    try:
+        if checked:
+            argv = _checked_argv(argv, rank)
+        sys.argv = [sys.argv[0], *argv]
+        run_job()
+        ok = True
+    finally:
+        if rank is not None:
+            from . import distributed
+
+            distributed.teardown(wait=ok)
     if FAILED_JOBS:
         print(f"error: {len(FAILED_JOBS)} job(s) failed; their results.json say why: {', '.join(FAILED_JOBS)}", file=sys.stderr)
         raise SystemExit(1)
+
+
+def _checked_argv(argv: list[str], rank) -> list[str]:
+    """argv after the pre-flight checks (exiting on a problem, or on a finished run), pinned for all ranks."""
+    from .run_dir import finished_line
+
+    global _RUN_DIR_CHECKED
+    checked = check_command(argv)
+    problem, first = checked.problem, checked.config
+    if problem is None and rank is not None and _is_multirun(argv, first):
+        problem = "A sweep cannot run under torchrun: start one torchrun per job, or run the sweep without torchrun."
+    if problem is None and rank is not None:
+        problem = rank.device_problem(getattr(first.device, "value", str(first.device)))
+    if rank is not None:  # every rank stops when any rank found a problem
+        problem = rank.first_problem(problem)
+    main_rank = rank is None or rank.is_main
+    if problem:
+        if main_rank:
+            print(f"error: {problem}", file=sys.stderr)
+        raise SystemExit(2)
+    if not _is_multirun(argv, first):
+        existing = checked.existing
+        if existing is not None and existing.finished:  # before Hydra rewrites anything in it
+            if main_rank:
+                print(finished_line(str(first.hydra.run.dir), existing.results), flush=True)
+            raise SystemExit(0)
+        _RUN_DIR_CHECKED = True
+    if rank is None:
+        return argv
+    # One run directory for all ranks: rank 0's, whose name holds its time and random id.
+    run_dir = rank.share_from_main(str(Path(str(first.hydra.run.dir)).absolute()))
+    argv = [a for a in argv if not a.startswith("hydra.run.dir=")] + [f"hydra.run.dir={_override_value(run_dir)}"]
+    if not rank.is_main:  # rank 0 alone writes .hydra/ and run.log
+        argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
+    return argv

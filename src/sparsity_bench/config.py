@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -316,16 +316,18 @@ class TrainConfig:
     grad_clip: float = 0.0  # 0: off
     ema: float = 0.0  # decay of a parameter EMA used for evaluation (the L0 paper: 0.999); 0: off
     eval_batch_size: int = 1000
+    section: ClassVar[str] = "train"  # the config key, for messages
 
     def __post_init__(self) -> None:
-        _require(self.epochs >= 0, f"train.epochs must be >= 0 (got {self.epochs}).")
-        _require(self.batch_size > 0, f"train.batch_size must be a positive integer (got {self.batch_size}).")
-        _require(self.eval_batch_size > 0, "train.eval_batch_size must be positive.")
-        _require(self.lr > 0, f"train.lr must be > 0 (got {self.lr}).")
-        _require(self.weight_decay >= 0, "train.weight_decay must be >= 0.")
-        _require(self.grad_clip >= 0, "train.grad_clip must be >= 0 (0 turns it off).")
-        _require(0 <= self.ema < 1, f"train.ema is a decay in [0, 1), 0 turning it off (got {self.ema}).")
-        _require(all(0 < m < 1 for m in self.milestones), "train.milestones are fractions of the run, each in (0, 1).")
+        k = self.section
+        _require(self.epochs >= 0, f"{k}.epochs must be >= 0 (got {self.epochs}).")
+        _require(self.batch_size > 0, f"{k}.batch_size must be a positive integer (got {self.batch_size}).")
+        _require(self.eval_batch_size > 0, f"{k}.eval_batch_size must be positive.")
+        _require(self.lr > 0, f"{k}.lr must be > 0 (got {self.lr}).")
+        _require(self.weight_decay >= 0, f"{k}.weight_decay must be >= 0.")
+        _require(self.grad_clip >= 0, f"{k}.grad_clip must be >= 0 (0 turns it off).")
+        _require(0 <= self.ema < 1, f"{k}.ema is a decay in [0, 1), 0 turning it off (got {self.ema}).")
+        _require(all(0 < m < 1 for m in self.milestones), f"{k}.milestones are fractions of the run, each in (0, 1).")
 
 
 @dataclass
@@ -333,6 +335,7 @@ class FinetuneConfig(TrainConfig):
     epochs: int = 5
     lr: float = 1e-3
     keep_best: bool = True  # keep the epoch with the best validation accuracy
+    section: ClassVar[str] = "finetune"
 
 
 @dataclass

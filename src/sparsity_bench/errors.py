@@ -15,3 +15,10 @@ class DataError(UserError):
 
 class TrainingDiverged(UserError):
     """The loss or the weights became NaN/Inf."""
+
+
+class RunDirError(UserError):
+    """A run directory that cannot be used as asked: it holds another configuration's run, or an unreadable checkpoint.
+
+    Its results.json, if any, belongs to that other run and is left alone.
+    """

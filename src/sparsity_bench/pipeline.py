@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from . import distributed
 from .accel import Accel
 from .config import Granularity, Optim, RunConfig, Schedule, TrainConfig
 from .curve import prune_curve
@@ -28,6 +29,7 @@ from .metrics.sparsity import architecture, count_nonzero, prunable_layers
 from .metrics.speed import csr_linear_speed, model_speed
 from .models import build_model
 from .pruning import Masks, apply_masks, check_layer_names, mask_gradients
+from .run_dir import CHECKPOINT
 from .run_log import Recorder
 
 log = logging.getLogger("sparsity_bench")
@@ -83,6 +85,7 @@ def _rng_state(gen: torch.Generator) -> dict:
     state = {"torch": torch.get_rng_state(), "data": gen.get_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda_current"] = torch.cuda.get_rng_state()  # the device this process trains on
     return state
 
 
@@ -91,6 +94,8 @@ def _set_rng_state(state: dict, gen: torch.Generator) -> None:
     gen.set_state(state["data"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+        if "cuda_current" in state:  # under torchrun each rank takes rank 0's stream onto its own GPU
+            torch.cuda.set_rng_state(state["cuda_current"])
 
 
 class Pipeline:
@@ -98,12 +103,14 @@ class Pipeline:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.config_dict = config_dict
-        self.ckpt_path = self.run_dir / "checkpoints" / "last.pt"
+        self.ckpt_path = self.run_dir / CHECKPOINT
+        self.dist = distributed.current()  # one process, or one rank of a torchrun group
         self.device = pick_device(cfg.device.value)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        self.data: Data = load_data(cfg.dataset, self.device)
+        with self.dist.main_first():  # a download or an offline copy is written once
+            self.data: Data = load_data(cfg.dataset, self.device)
         model = build_model(cfg.model, self.data.input_shape, self.data.num_classes).to(self.device)
         self.accel = Accel.resolve(cfg, self.device, model)
         self.model = self.accel.prepare(model)
@@ -123,11 +130,13 @@ class Pipeline:
             "phase": phase, "epoch": epoch, "epoch_step": self.epoch_step, "clock": clock,
             "model": self.model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "method": self.method.state_dict(), "masks": self.masks, "phases": self.phases, "prune_curve": self.prune_curve,
-            "best": best, "rng": _rng_state(self.gen), "config": self.config_dict,
+            "best": best, "rng": _rng_state(self.gen), "config": self.config_dict, "tb": self.rec.mark(),
         }  # fmt: skip
         self._write_checkpoint(state)
 
     def _write_checkpoint(self, state: dict) -> None:
+        if not self.dist.is_main:  # rank 0 writes; every rank resumes from its file
+            return
         self.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.ckpt_path.with_suffix(".pt.tmp")
         torch.save(state, tmp)
@@ -153,6 +162,7 @@ class Pipeline:
             start_epoch, best = resume["epoch"], resume["best"]
             seconds, train_seconds = resume["clock"]
             _set_rng_state(resume["rng"], self.gen)
+        self.dist.broadcast_model(model)  # every rank starts the phase from rank 0's weights
         # The EMA's weights are the ones evaluated, and the phase's result
         ema = torch.optim.swa_utils.AveragedModel(
             model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(t.ema), use_buffers=True
@@ -172,6 +182,7 @@ class Pipeline:
             pen_sum = torch.zeros((), device=self.device)
             bar = tqdm(total=steps_per_epoch, desc=f"{phase} {epoch + 1}/{t.epochs}", leave=False, disable=not show_bar)
             for i, (x, y) in enumerate(data.train.batches(t.batch_size, self.gen)):
+                x, y, share = self.dist.shard(x, y)  # this rank's part of the batch (all of it in one process)
                 with accel.autocast():
                     loss = F.cross_entropy(forward(accel.input(x)), y)
                 total = loss
@@ -180,7 +191,8 @@ class Pipeline:
                     total = loss + pen
                     pen_sum += pen.detach()
                 opt.zero_grad(set_to_none=True)
-                total.backward()
+                (total if share == 1.0 else total * share).backward()
+                self.dist.sum_gradients(params)  # the batch's mean-loss gradient on every rank
                 if self.masks is not None:
                     mask_gradients(model, self.masks)
                 if t.grad_clip > 0:
@@ -193,16 +205,17 @@ class Pipeline:
                     ema.update_parameters(model)
                 if penalize:
                     method.step((epoch * steps_per_epoch + i + 1) / max(total_steps, 1))
-                loss_sum += loss.detach()
+                loss_sum += loss.detach() if share == 1.0 else loss.detach() * share
                 bar.update()
             bar.close()
             train_seconds += time.perf_counter() - t0
 
-            mean_loss = (loss_sum / steps_per_epoch).item()
+            mean_loss = (self.dist.sum(loss_sum) / steps_per_epoch).item()
             if not math.isfinite(mean_loss) or not all(torch.isfinite(p).all() for p in params):
                 hint = "a smaller train.lr or method.lam" if penalize else "a smaller finetune.lr"
                 kept = f"the last good checkpoint is {self.ckpt_path}" if self.ckpt_path.is_file() else "no checkpoint was written before it"
                 raise TrainingDiverged(f"The loss became NaN/Inf in the {phase} phase at epoch {epoch + 1}; try {hint} ({kept}).")
+            self.dist.broadcast_model(model)  # rank 0's weights and batch-norm statistics are the run's
             val_acc = evaluate(evaluated, data.val, t.eval_batch_size, accel)
             self.epoch_step += 1
             measured = measure(evaluated, data.input_shape)
@@ -252,7 +265,10 @@ class Pipeline:
             self.prune_curve = ckpt.get("prune_curve", [])
             self.method.load_state_dict(ckpt["method"])
             log.info("Resuming from %s (%s phase, epoch %d).", self.ckpt_path, ckpt["phase"], ckpt["epoch"])
-        self.rec = Recorder(self.run_dir, self.config_dict, cfg.histograms, purge_step=self.epoch_step + 1 if ckpt else None)
+        self.rec = Recorder(
+            self.run_dir, self.config_dict, cfg.histograms, purge_step=self.epoch_step + 1 if ckpt else None,
+            enabled=self.dist.is_main, rewind=ckpt.get("tb") if ckpt else None,
+        )  # fmt: skip
         if resuming_finetune:  # the purge above dropped the curve's points at steps past the resume point
             self.rec.prune_curve(self.prune_curve, from_step=self.epoch_step + 1)
         try:
@@ -328,7 +344,7 @@ class Pipeline:
         final.slim_error (or speed_error) and the run finishes.
         """
         m = self.cfg.measure
-        if not m.slim:
+        if not m.slim or not self.dist.is_main:  # measured once, on rank 0
             return None
         model, shape = self.model, self.data.input_shape
         examples = self.data.test.examples(256) if len(self.data.test) else self.data.val.examples(256)

@@ -48,16 +48,62 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
-class Recorder:
-    """TensorBoard writer plus results.json for one run directory."""
+EVENTS_GLOB = "events.out.tfevents.*"
 
-    def __init__(self, run_dir: Path, config: dict, histograms: bool = True, purge_step: int | None = None):
+
+def rewind_events(tb_dir: Path, sizes: dict[str, int]) -> None:
+    """Put tb/ back to what it held when a checkpoint was written (sizes from Recorder.mark).
+
+    Events files are append-only, so cutting each back to its size at the checkpoint
+    drops exactly what was written after it, whatever its step; files that did not
+    exist then (from a later attempt) go.
+    """
+    for path in tb_dir.glob(EVENTS_GLOB):
+        keep = sizes.get(path.name)
+        if keep is None:
+            path.unlink()
+        elif path.stat().st_size > keep:
+            os.truncate(path, keep)
+
+
+class _NoWriter:
+    """Stands in for the SummaryWriter on ranks other than 0: they record nothing."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
+
+
+class Recorder:
+    """TensorBoard writer plus results.json for one run directory.
+
+    enabled=False (every rank but 0 under torchrun) records nothing. On resume, `rewind`
+    (the checkpoint's mark) first cuts tb/ back to the checkpoint; purge_step makes
+    TensorBoard drop older events at that step and later ones too.
+    """
+
+    def __init__(
+        self, run_dir: Path, config: dict, histograms: bool = True, purge_step: int | None = None,
+        enabled: bool = True, rewind: dict[str, int] | None = None,
+    ):  # fmt: skip
         from torch.utils.tensorboard import SummaryWriter
 
         self.run_dir = run_dir
         self.config = config
         self.with_histograms = histograms
+        self.enabled = enabled
+        if not enabled:
+            self.writer = _NoWriter()
+            return
+        if rewind is not None and (run_dir / "tb").is_dir():
+            rewind_events(run_dir / "tb", rewind)
         self.writer = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=purge_step)
+
+    def mark(self) -> dict[str, int]:
+        """Flush, then the size of every events file: what a checkpoint written now keeps of tb/."""
+        if not self.enabled:
+            return {}
+        self.writer.flush()
+        return {p.name: p.stat().st_size for p in (self.run_dir / "tb").glob(EVENTS_GLOB)}
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         for tag, value in values.items():
@@ -100,6 +146,8 @@ class Recorder:
         """The run's hparams with its final metrics, written into this run's own events file."""
         from torch.utils.tensorboard.summary import hparams
 
+        if not self.enabled:
+            return
         hp = {k: _lookup(self.config, k) for k in HPARAM_KEYS}
         values = {k: final.get(k.split("/", 1)[1]) for k in HPARAM_METRICS}
         metrics = {k: math.nan if v is None else float(v) for k, v in values.items()}
@@ -110,7 +158,8 @@ class Recorder:
 
     def results(self, results: dict) -> Path:
         path = self.run_dir / "results.json"
-        write_json_atomic(path, results)
+        if self.enabled:
+            write_json_atomic(path, results)
         return path
 
     def close(self) -> None:
