@@ -79,10 +79,38 @@ def test_structure_of_a_resnet_couples_the_stream_and_frees_the_inner_convs():
     stage1 = next(g for g in st.groups if "conv1" in g.writers())
     assert stage1.writers() == {"conv1", "layer1.0.conv2"} and not stage1.fixed
     assert {m.layer for m in stage1.members if m.role == "in"} == {"layer1.0.conv1", "layer2.0.conv1", "layer2.0.shortcut.0"}
-    # shortcut A pads channels with zeros: the rule does not follow that, so the streams stay whole
+    # shortcut A: the zero-padding shortcut ends a stage's group and starts the next, as a layer would
     st_a = structure(TINY["resnet32"][0](), shape)
-    assert all(g.opaque for g in st_a.groups if len(g.writers()) > 1)
-    assert not any(g.fixed for g in st_a.groups if g.writers() == {"layer1.0.conv1"})
+    stage2 = next(g for g in st_a.groups if "layer2.0.conv2" in g.writers())
+    assert stage2.writers() == {"layer2.0.conv2", "layer2.0.shortcut"} and not any(g.fixed for g in st_a.groups[:-1])
+    assert {(m.layer, m.role) for m in stage2.members if m.role != "norm"} == {
+        ("layer2.0.conv2", "out"), ("layer2.0.shortcut", "route_out"), ("layer3.0.conv1", "in"), ("layer3.0.shortcut", "route_in"),
+    }  # fmt: skip
+
+
+@torch.no_grad()
+def test_zero_padding_shortcut_channels_by_hand():
+    make, shape = TINY["resnet32"]
+    model = make().eval()
+    trained_batchnorms(model, torch.Generator().manual_seed(3))
+    # stage 2 (8 channels): the shortcut copies stage 1's 4 channels into 0..3 and pads 4..7 with zeros
+    remove_filters(model, shape, {"layer2.0.conv2": [1, 6]})  # channel 1 still comes through the shortcut: it stays;
+    expected = {  # channel 6 had only this filter: it goes, and the next shortcut copies nothing into stage 3's 6
+        "conv1": 2 * 64 * 3 * 4 * 9,
+        "layer1.0.conv1": 2 * 64 * 4 * 4 * 9,
+        "layer1.0.conv2": 2 * 64 * 4 * 4 * 9,
+        "layer2.0.conv1": 2 * 16 * 4 * 8 * 9,
+        "layer2.0.conv2": 2 * 16 * 8 * 7 * 9,
+        "layer3.0.conv1": 2 * 4 * 7 * 16 * 9,
+        "layer3.0.conv2": 2 * 4 * 16 * 16 * 9,
+        "fc": 2 * 16 * 10,
+    }
+    assert {k: v.structural for k, v in layer_flops(model, shape).items()} == expected
+    x = torch.rand(16, *shape)
+    result = slim(model, x, fold=False)
+    assert sum(result.removed.values()) == 1
+    assert flop_counter(result.model, shape) == sum(expected.values())
+    assert max_abs_diff(model, result.model, x) < 1e-5
 
 
 @torch.no_grad()

@@ -18,9 +18,15 @@ One rule decides which channels are dead, shared by the FLOPs count
   BN(0) = beta - gamma * mean / std is 0 on that channel).
 
 A channel of a residual sum is therefore dead only when every branch agrees. A
-group holding an op the rule does not understand (the zero-padding shortcut of a
-ResNet with shortcut A, grouped convs, LayerNorm, attention, unknown element-wise
-ops) is *opaque*: all its channels stay. Conservative, never wrong.
+group holding an op the rule does not understand (grouped convs, LayerNorm,
+attention, unknown element-wise ops such as a bare channel padding) is *opaque*:
+all its channels stay. Conservative, never wrong.
+
+Routing modules (``is_router``), such as the zero-padding shortcut of a ResNet with
+shortcut A, copy input channels to output channels and emit zero channels. They
+end one group and start the next like a layer: an input is read when a live output
+copies it, an output carries something when it copies a live input. torch-pruning
+removes their channels through the modules' own routing methods.
 
 The same graph gives facts about layers that methods use without knowing models
 by name (``Structure``): which layers write or read channels shared with another
@@ -71,14 +77,49 @@ def op_name(module: nn.Module) -> str:
     return name
 
 
+def is_router(m: nn.Module) -> bool:
+    """A module that copies input channels to output channels (or emits zero channels), telling
+    which through the channel-routing methods: channel_sources(), keep_outputs(), keep_inputs(),
+    in_channels, out_channels. E.g. the zero-padding shortcut of a ResNet with shortcut A."""
+    return callable(getattr(m, "channel_sources", None))
+
+
+def _router_pruner():
+    """torch-pruning's pruner for routing modules: they end one channel group and start another."""
+    import torch_pruning as tp
+
+    class RouterPruner(tp.pruner.function.BasePruningFunc):
+        def prune_out_channels(self, layer: nn.Module, idxs):
+            drop = set(idxs)
+            layer.keep_outputs([o for o in range(layer.out_channels) if o not in drop])
+            return layer
+
+        def prune_in_channels(self, layer: nn.Module, idxs):
+            drop = set(idxs)
+            layer.keep_inputs([i for i in range(layer.in_channels) if i not in drop])
+            return layer
+
+        def get_out_channels(self, layer: nn.Module) -> int:
+            return layer.out_channels
+
+        def get_in_channels(self, layer: nn.Module) -> int:
+            return layer.in_channels
+
+    return RouterPruner()
+
+
 def build_graph(model: nn.Module, example: torch.Tensor):
     """torch-pruning's DependencyGraph of `model` (whose parameters must require grad), traced on `example`."""
     import torch_pruning as tp
 
+    routers = {type(m) for m in model.modules() if is_router(m)}
+    pruner = _router_pruner() if routers else None
     # two examples, not one: with a batch of 1 some Linear layers trace as view + addmm, which
     # torch-pruning does not tie to the module (the group then looks opaque and nothing is removed)
     with torch.enable_grad():
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example[:2], verbose=False)
+        return tp.DependencyGraph().build_dependency(
+            model, example_inputs=example[:2], verbose=False, customized_pruners={t: pruner for t in routers} or None
+        )
 
 
 # ---------------------------------------------------------------- groups as plain data
@@ -87,7 +128,8 @@ class Member:
     """One layer's share of a group: its channel (or feature) indices and the group channel of each."""
 
     layer: str  # module name
-    role: str  # "out": writes the channels, "in": reads them, "norm": a BatchNorm on them
+    role: str  # "out": writes the channels, "in": reads them, "norm": a BatchNorm on them,
+    # "route_out" / "route_in": a routing module (is_router) writes / reads them
     idxs: torch.Tensor  # the module's channel indices (a Linear reading a flatten: feature indices)
     roots: torch.Tensor  # for each index, the group channel it belongs to
 
@@ -104,7 +146,7 @@ class Group:
         return self.opaque or self.output
 
     def writers(self) -> set[str]:
-        return {m.layer for m in self.members if m.role == "out"}
+        return {m.layer for m in self.members if m.role in ("out", "route_out")}
 
 
 def to_group(dg, group, names: dict[nn.Module, str], size: int, output_layers: Sequence[nn.Module] = ()) -> Group:
@@ -127,6 +169,9 @@ def to_group(dg, group, names: dict[nn.Module, str], size: int, output_layers: S
             else:
                 out.opaque = True
                 continue
+        elif kind == ops.CUSTOMIZED and is_router(mod):
+            out_side = dg.is_out_channel_pruning_fn(fn)
+            role, extent = ("route_out", mod.out_channels) if out_side else ("route_in", mod.in_channels)
         elif kind == ops.BN and isinstance(mod, nn.modules.batchnorm._BatchNorm):
             if mod.running_mean is None:
                 out.opaque = True  # batch statistics at eval time: the channel's value depends on the batch
@@ -202,7 +247,7 @@ def channel_state(
     weights between live units count; None counts every weight.
     """
     n = group.size
-    device = modules[group.members[0].layer].weight.device if group.members else None
+    device = next((p.device for m in group.members for p in modules[m.layer].parameters(recurse=False)), None)
     z = lambda: torch.zeros(n, dtype=torch.bool, device=device)  # noqa: E731
     ch = Channels(reads=z(), weights=z(), bias=z(), keeps_zero=~z(), fixed=group.fixed)
     if group.fixed:
@@ -211,6 +256,19 @@ def channel_state(
         mod = modules[m.layer]
         if m.role == "norm":
             ch.keeps_zero &= ~_any_by_root(m.roots, at_zero(mod)[m.idxs].ne(0), n)
+            continue
+        if m.role in ("route_out", "route_in"):
+            src = mod.channel_sources()
+            if m.role == "route_out":  # an output carries something when it copies a live input
+                carries = src >= 0
+                if live_in is not None and m.layer in live_in:
+                    carries &= live_in[m.layer].cpu()[src.clamp_min(0)]
+                ch.weights |= _any_by_root(m.roots, carries[m.idxs].to(z().device), n)
+            else:  # an input is read when a live output copies it
+                live = live_out[m.layer].cpu() if live_out is not None and m.layer in live_out else torch.ones_like(src, dtype=torch.bool)
+                read = torch.zeros(mod.in_channels, dtype=torch.bool)
+                read[src[live & (src >= 0)]] = True
+                ch.reads |= _any_by_root(m.roots, read[m.idxs].to(z().device), n)
             continue
         nz = weight_view(mod).ne(0)  # [out, in, taps]
         if m.role == "out":
@@ -294,8 +352,9 @@ def find_structure(model: nn.Module, example: torch.Tensor, output_layers: Seque
     out_modules = [twin.get_submodule(n) for n in outputs]
     dg = build_graph(twin, example)
     groups, seen = [], set()
-    for name, module in layers:
-        if not is_plain_layer(module) or module not in dg.module2node:
+    roots = layers + [(name, m) for name, m in twin.named_modules() if is_router(m)]
+    for name, module in roots:
+        if not (is_plain_layer(module) or is_router(module)) or module not in dg.module2node:
             continue
         n = dg.get_out_channels(module)
         pruner = dg.get_pruner_of_module(module)
@@ -336,6 +395,8 @@ def _signature(model: nn.Module, input_shape: Sequence[int]) -> tuple:
             sig.append((name, "conv", m.in_channels, m.out_channels, m.kernel_size, m.stride, m.groups))
         elif isinstance(m, nn.modules.batchnorm._BatchNorm):
             sig.append((name, "bn", m.num_features))
+        elif is_router(m):
+            sig.append((name, "router", m.in_channels, m.out_channels))
     return tuple(input_shape), tuple(sig)
 
 

@@ -86,6 +86,10 @@ def live_units(model: nn.Module, input_shape) -> tuple[list[torch.Tensor], list[
     live_in = {name: torch.ones(v.shape[1], dtype=torch.bool, device=v.device) for (name, _), v in zip(layers, views)}
     live_out = {name: torch.ones(v.shape[0], dtype=torch.bool, device=v.device) for (name, _), v in zip(layers, views)}
     view_of = {name: v for (name, _), v in zip(layers, views)}
+    for name in {m.layer for g in st.groups for m in g.members if m.role.startswith("route")}:
+        router = modules[name]
+        live_in[name] = torch.ones(router.in_channels, dtype=torch.bool)
+        live_out[name] = torch.ones(router.out_channels, dtype=torch.bool)
     while True:
         changed = False
         for group in st.groups:
@@ -95,11 +99,11 @@ def live_units(model: nn.Module, input_shape) -> tuple[list[torch.Tensor], list[
             if bool(dead.all()):
                 dead[0] = False
             for m in group.members:
-                side = live_out if m.role == "out" else live_in if m.role == "in" else None
+                side = live_out if m.role in ("out", "route_out") else live_in if m.role in ("in", "route_in") else None
                 if side is None:
                     continue
                 now = side[m.layer].clone()
-                now[m.idxs] = ~dead[m.roots.to(dead.device)]
+                now[m.idxs.to(now.device)] = ~dead[m.roots.to(dead.device)].to(now.device)
                 if not torch.equal(now, side[m.layer]):
                     side[m.layer], changed = now, True
         if st.input_layer is not None:

@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .coupling import Group, build_graph, channel_state, is_plain_layer, to_group
+from .coupling import Group, build_graph, channel_state, is_plain_layer, is_router, to_group
 from .sparsity import prunable_layers
 
 @dataclass
@@ -198,7 +198,7 @@ def slim(model: nn.Module, x: torch.Tensor, fold: bool = True, output_layers: li
     roots = [
         (m, dg.get_pruner_of_module(m).prune_out_channels)
         for m in dg.module2node
-        if isinstance(m, nn.Module) and is_plain_layer(m) and m not in output_layers
+        if isinstance(m, nn.Module) and (is_plain_layer(m) or is_router(m)) and m not in output_layers
     ]  # fmt: skip
     with torch.no_grad():
         changed = True

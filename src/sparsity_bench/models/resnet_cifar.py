@@ -47,18 +47,49 @@ def conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
 
 
 class ZeroPadShortcut(nn.Module):
-    """Option A: subsample by `stride` and append zero channels up to `c_out`."""
+    """Option A: subsample by `stride`; output channel o copies input channel sources[o], or is zero.
+
+    Built as [the c_in inputs, then c_out - c_in zeros]. Slimming can remove outputs
+    and inputs of it (through the channel-routing methods below, which
+    metrics/coupling.py calls), after which any layout can arise: an index then
+    picks each output from the inputs and one appended zero channel.
+    """
 
     def __init__(self, c_in: int, c_out: int, stride: int):
         super().__init__()
-        self.extra, self.stride = c_out - c_in, stride
+        self.in_channels, self.out_channels, self.stride = c_in, c_out, stride
+        self.built_layout = True  # [inputs, zeros]: a plain F.pad, no index needed
+        # output o takes channel index[o] of [inputs, one zero channel] (not in the state_dict)
+        self.register_buffer("index", torch.arange(c_out).clamp_max(c_in), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x[:, :, :: self.stride, :: self.stride]
-        return F.pad(x, (0, 0, 0, 0, 0, self.extra))
+        if self.built_layout:
+            return F.pad(x, (0, 0, 0, 0, 0, self.out_channels - self.in_channels))
+        return F.pad(x, (0, 0, 0, 0, 0, 1)).index_select(1, self.index)
+
+    # ------------------------------------------------------------ channel routing (metrics/coupling.py)
+    def channel_sources(self) -> torch.Tensor:
+        """Per output channel, the input channel it copies, or -1 for a zero channel (on the CPU)."""
+        index = self.index.cpu()
+        return index.masked_fill(index == self.in_channels, -1)
+
+    def _route(self, sources: torch.Tensor, in_channels: int) -> None:
+        self.in_channels, self.out_channels, self.built_layout = in_channels, len(sources), False
+        self.index = sources.masked_fill(sources < 0, in_channels).to(self.index.device)
+
+    def keep_outputs(self, keep: list[int]) -> None:
+        self._route(self.channel_sources()[keep], self.in_channels)
+
+    def keep_inputs(self, keep: list[int]) -> None:
+        """Only the inputs in `keep` remain; outputs that copied another become zero channels."""
+        new = torch.full((self.in_channels,), -1, dtype=torch.long)
+        new[keep] = torch.arange(len(keep))
+        src = self.channel_sources()
+        self._route(torch.where(src >= 0, new[src.clamp_min(0)], src), len(keep))
 
     def extra_repr(self) -> str:
-        return f"stride={self.stride}, zero_channels={self.extra}"
+        return f"{self.in_channels} -> {self.out_channels}, stride={self.stride}"
 
 
 def _shortcut(c_in: int, c_out: int, stride: int, kind: str, norm: bool) -> nn.Module | None:
