@@ -27,7 +27,7 @@ def _cli(args, cwd):
     "args, expected",
     [
         (["method=foo"], "Unknown method 'foo': choose one of"),
-        (["model=resnet"], "Unknown model 'resnet': choose one of lenet300, lenet5"),
+        (["model=resnet"], "Unknown model 'resnet': choose one of alexnet, lenet300, lenet5, resnet32, wrn"),
         (["method.foo=1"], "Unknown config key 'method.foo'"),
         (["+method.foo=1"], "Unknown config key 'method.foo'"),
         (["+foo=1"], "Unknown config key 'foo'"),

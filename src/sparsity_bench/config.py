@@ -91,6 +91,54 @@ class LeNet5Config(ModelConfig):
     name: str = "lenet5"
 
 
+@dataclass
+class ResNet32Config(ModelConfig):
+    """He et al.'s CIFAR ResNet (6n + 2 layers); see conf/model/resnet32.yaml."""
+
+    name: str = "resnet32"
+    depth: int = 32
+    width: int = 1  # stage widths 16/32/64 times this (the Targeted Dropout paper: 2)
+    preact: bool = False  # pre-activation blocks (the Targeted Dropout paper's ResNet-32)
+    shortcut: str = "A"  # A: zero-padding identity (the paper's CIFAR choice), B: 1x1 projection
+
+    def __post_init__(self) -> None:
+        _require(
+            self.depth >= 8 and (self.depth - 2) % 6 == 0,
+            f"model.depth must be 6n + 2 for a CIFAR ResNet (8, 14, 20, 32, 44, 56, 110, ...): got {self.depth}.",
+        )
+        _require(self.width >= 1, f"model.width is a positive integer multiplier of the stage widths (got {self.width}).")
+        _require(self.shortcut in ("A", "B"), f"model.shortcut must be A (zero padding) or B (1x1 projection): got {self.shortcut}.")
+
+
+@dataclass
+class WRNConfig(ModelConfig):
+    """Wide ResNet WRN-depth-widen_factor (Zagoruyko & Komodakis); see conf/model/wrn.yaml."""
+
+    name: str = "wrn"
+    depth: int = 28
+    widen_factor: int = 10
+    dropout: float = 0.0  # between the two convs of a block
+
+    def __post_init__(self) -> None:
+        _require(
+            self.depth >= 10 and (self.depth - 4) % 6 == 0,
+            f"model.depth must be 6n + 4 for a Wide ResNet (10, 16, 22, 28, 40, ...): got {self.depth}.",
+        )
+        _require(self.widen_factor >= 1, f"model.widen_factor must be a positive integer (got {self.widen_factor}).")
+        _require(0.0 <= self.dropout < 1.0, f"model.dropout is a drop probability in [0, 1) (got {self.dropout}).")
+
+
+@dataclass
+class AlexNetConfig(ModelConfig):
+    """torchvision's AlexNet, the classifier sized to the data set; inputs of at least 63x63."""
+
+    name: str = "alexnet"
+    dropout: float = 0.5  # before the two hidden Linear layers
+
+    def __post_init__(self) -> None:
+        _require(0.0 <= self.dropout < 1.0, f"model.dropout is a drop probability in [0, 1) (got {self.dropout}).")
+
+
 # ---------------------------------------------------------------- datasets
 @dataclass
 class DatasetConfig:
@@ -255,6 +303,9 @@ class TDConfig(MethodConfig):
     ramp_fraction: float = 1.0  # T, as a fraction of the training phase
     eval_mask: bool = True  # evaluation removes the current candidates
     exclude: list[str] = field(default_factory=list)  # layer names TD leaves alone
+    # layers targeted (shell patterns, e.g. ["layer*.conv1"]); None: every prunable layer, and for
+    # variant=unit only those whose output channels are not shared with another layer (residual sums)
+    layers: Optional[list[str]] = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -278,6 +329,9 @@ class L0Config(MethodConfig):
     droprate_init_first: float = 0.2  # the first prunable layer
     weight_decay: float = 0.0  # expected L2: 0.5 * weight_decay * sum_g P(z_g != 0) ||theta_g||^2
     per_example: bool = False  # one gate sample per example instead of one per minibatch
+    # gated layers (shell patterns, e.g. ["layer*.conv1"]); None: with neuron gates the layers whose
+    # gated units are not shared with another layer (a residual sum), with weight gates every prunable layer
+    layers: Optional[list[str]] = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -418,7 +472,13 @@ class RunConfig:
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
-    "model": {"lenet300": LeNet300Config, "lenet5": LeNet5Config},
+    "model": {
+        "lenet300": LeNet300Config,
+        "lenet5": LeNet5Config,
+        "resnet32": ResNet32Config,
+        "wrn": WRNConfig,
+        "alexnet": AlexNetConfig,
+    },
     "dataset": {
         "mnist": MnistConfig,
         "fashion_mnist": FashionMnistConfig,

@@ -7,6 +7,8 @@ column, which for [out, in] and [C_out, C_in, k, k] tensors is a free reshape.
 """
 from __future__ import annotations
 
+import fnmatch
+
 import numpy as np
 import torch
 from torch import nn
@@ -147,3 +149,47 @@ def check_layer_names(names: list[str], layers: list[str], key: str) -> None:
     unknown = [n for n in names if n not in layers]
     if unknown:
         raise ConfigError(f"{key} names no prunable layer of this model: {', '.join(unknown)}; the prunable layers are {', '.join(layers)}.")
+
+
+def match_layers(patterns: list[str], layers: list[str], key: str) -> list[str]:
+    """The layers (in model order) that any of the shell-style patterns names, e.g. "layer*.conv1";
+    ConfigError for a pattern that names none."""
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(name, p) for name in layers)]
+    if unmatched:
+        raise ConfigError(
+            f"{key} names no prunable layer of this model: {', '.join(unmatched)}; the prunable layers are {', '.join(layers)}."
+        )
+    return [name for name in layers if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
+
+
+@torch.no_grad()
+def norm_masks(model: nn.Module, masks: Masks, input_shape) -> Masks:
+    """Masks for the BatchNorm that alone reads a conv, on the channels whose filter `masks` removes entirely.
+
+    A removed filter outputs 0, but the BatchNorm after it would still emit the constant
+    BN(0) = beta - gamma * mean / std on that channel. Masking the BN channel's weight and
+    bias as well (held at 0 through finetuning like any masked weight) makes the unit emit
+    exactly 0, so that the FLOPs count and the slimmer can drop it. The constant is dropped,
+    not folded into the next layer: folding a constant map into a zero-padded 3x3 conv is
+    not exact at the image borders. Finetuning absorbs the change. Masks already given for
+    a BatchNorm are combined (both must keep a channel).
+    """
+    from .metrics.coupling import structure_or_none
+
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return {}
+    st = structure_or_none(model, input_shape)
+    if st is None:
+        return {}
+    out: Masks = {}
+    for conv, norm in st.norm_after.items():
+        mask = masks.get(f"{conv}.weight")
+        bn = model.get_submodule(norm)
+        if mask is None or not bn.affine:
+            continue
+        keep = mask.flatten(1).any(dim=1)
+        if bool(keep.all()):
+            continue
+        for key in (f"{norm}.weight", f"{norm}.bias"):
+            out[key] = keep & masks[key] if key in masks else keep.clone()
+    return out

@@ -1,4 +1,23 @@
-"""Sparsity methods behind one interface (see base.Method), found by config name."""
+"""Sparsity methods behind one interface (see base.Method), found by config name.
+
+Residual nets. A channel of a residual stream is written by several layers (the
+stem, every block's last conv, projections) and goes only when all of them agree
+(metrics/coupling.py); the FLOPs count and the slimmer apply that rule. The methods:
+
+- element-wise (none, l1, l2, hoyer, magnitude, td variant=weight, l0 granularity=weight):
+  every prunable layer; coupling does not matter to single weights.
+- group_hoyer, group_lasso: every prunable layer, each with its own filter and input-channel
+  groups, as DeepHoyer regularizes ResNet-56. A residual channel leaves only when all its
+  writers' filters (or all its readers' inputs) end up zero, which the penalty encourages
+  but does not enforce.
+- l0 (neuron gates) and td (variant=unit): by default only the layers whose units no other
+  layer shares: the first conv of each block of a ResNet/WRN (the L0 paper's WRN placement),
+  every layer of LeNet/AlexNet. method.layers (shell patterns) chooses others.
+
+BatchNorm. Every method's masks also mask the scale and shift of the BatchNorm right
+after a conv, on the filters the masks remove entirely (pruning.norm_masks): the unit then
+emits zero instead of the constant BN(0), and the slimmer removes it.
+"""
 from __future__ import annotations
 
 from .base import Method

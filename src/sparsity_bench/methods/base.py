@@ -8,7 +8,7 @@ from torch import nn
 
 from ..config import MethodConfig, PruneConfig
 from ..metrics.sparsity import prunable_weights
-from ..pruning import Masks, magnitude_masks
+from ..pruning import Masks, magnitude_masks, norm_masks
 
 
 class Method:
@@ -34,7 +34,13 @@ class Method:
         """Called after every optimizer step; progress in [0, 1] through the training phase."""
 
     def masks(self, model: nn.Module, prune: PruneConfig) -> Masks:
-        """Which weights survive pruning (True = kept)."""
+        """Which weights survive pruning (True = kept): weight_masks, plus the BatchNorm
+        channels of the conv filters they remove (see pruning.norm_masks)."""
+        masks = self.weight_masks(model, prune)
+        return {**masks, **norm_masks(model, masks, self.input_shape)}
+
+    def weight_masks(self, model: nn.Module, prune: PruneConfig) -> Masks:
+        """Which weights of the prunable layers survive; by default the run's prune rule (or method.target_sparsity)."""
         return magnitude_masks(prunable_weights(model), prune, self.cfg.target_sparsity)
 
     def detach(self, model: nn.Module) -> None:

@@ -13,7 +13,7 @@ from .base import Method, WeightPenalty
 class NoMethod(Method):
     """Dense training; pruning keeps every weight (only exact zeros are masked)."""
 
-    def masks(self, model: nn.Module, prune: PruneConfig) -> Masks:
+    def weight_masks(self, model: nn.Module, prune: PruneConfig) -> Masks:
         keep = PruneConfig(rule=PruneRule.keep)
         return magnitude_masks(prunable_weights(model), keep)
 

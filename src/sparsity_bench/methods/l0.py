@@ -12,10 +12,25 @@ Gates (method.granularity):
           with it (a closed filter emits nothing, not a constant map).
   weight  one gate per weight; biases are not gated.
 
+Which layers (method.layers, shell patterns; by default): with neuron gates, the
+prunable layers whose gated units no other layer shares through a residual sum
+(metrics/coupling.py): every layer of LeNet and AlexNet, the first conv of each
+block of a ResNet or WRN (the paper's WRN placement). A filter of a block's last
+conv, the stem or a projection only removes one branch's share of a residual
+channel, which stays as long as another branch writes it. With weight gates,
+every prunable layer.
+
+BatchNorm: a Conv2d followed by a BatchNorm (that alone reads it) is gated after
+the BatchNorm, z * BN(conv(x)), by parametrizing the BatchNorm's scale and shift.
+Gates on the conv's weight would be invisible in training: one z per minibatch
+scales a channel's batch mean and deviation alike, and BatchNorm divides it out.
+A closed gate thus silences the whole unit; its filter reads as zero in eval mode
+(ClosedFilters), and pruning masks the filter and the BatchNorm channel.
+
 When gates are random: only inside a forward of the layer in training mode. One
 sample is drawn per forward (per minibatch) and shared by a layer's weight and
 bias; with method.per_example the gates multiply activations instead (Linear
-inputs, Conv2d output channels), one sample per example. Anywhere else (eval
+inputs, Conv2d output channels or the BatchNorm's), one sample per example. Anywhere else (eval
 mode, or reading ``layer.weight`` outside a forward, as the per-epoch sparsity
 and FLOPs measurements do) the deterministic test-time gate is used, so what is
 measured is the model that evaluation sees.
@@ -43,9 +58,10 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..config import ConfigError, GateGranularity, PruneConfig
+from ..metrics.coupling import Structure, structure_or_none
 from ..metrics.flops import output_positions
 from ..metrics.sparsity import prunable_layers
-from ..pruning import Masks
+from ..pruning import Masks, match_layers
 from .base import Method
 
 GAMMA, ZETA, BETA = -0.1, 1.1, 2.0 / 3.0  # stretch interval (gamma, zeta) and temperature
@@ -250,6 +266,42 @@ class GatedBias(nn.Module):
         return b if z is None else b * z
 
 
+class GatedScale(nn.Module):
+    """Parametrization gamma = gamma_tilde * z of the BatchNorm after a gated conv; owns the layer's Gates.
+
+    With the BatchNorm's bias gated alike (GatedBias), the block computes z * BN(conv(x)).
+    """
+
+    def __init__(self, gates: Gates):
+        super().__init__()
+        self.gates = gates
+
+    def forward(self, g: torch.Tensor) -> torch.Tensor:
+        z = self.gates.value()
+        return g if z is None else g * z
+
+
+class ClosedFilters(nn.Module):
+    """Parametrization of a conv weight whose gates sit on the BatchNorm after it.
+
+    The gates multiply the BatchNorm's output, so the conv computes with its own
+    weight during training. Everywhere else (eval mode, which the measurements use,
+    and the weight left behind by detach) the filters of closed gates read as zero;
+    in eval mode that changes no output, as z * BN(.) is 0 on those channels anyway.
+    """
+
+    def __init__(self, gates: Gates, view: tuple[int, ...]):
+        super().__init__()
+        self.__dict__["_gates"] = gates  # a plain reference: GatedScale owns the gates
+        self.view = view
+        self.bake = False  # set by detach: leave the closed filters at zero
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if self.training and not self.bake:
+            return w
+        return w * (deterministic_gate(self._gates.log_alpha) != 0).to(w.dtype).view(self.view)
+
+
 @dataclass
 class GatedLayer:
     name: str
@@ -260,6 +312,8 @@ class GatedLayer:
     group_size: int  # weights per gate
     lam: float
     gated_bias: bool
+    norm: str | None = None  # the BatchNorm after a conv whose output the gates multiply (None: the weights)
+    site: nn.Module | None = None  # the module whose forward uses the gates (the BatchNorm, else the layer)
     handles: list = field(default_factory=list)
 
     @property
@@ -280,7 +334,9 @@ def _hooks(layer: GatedLayer) -> list:
     A Linear layer's input-feature gates may multiply the input x instead of the weight
     columns: x (z * W)^T = (x * z) W^T. With one sample per minibatch that is done when x
     needs a gradient anyway and is the smaller tensor (cheaper forward and backward);
-    per-example samples always act on activations (Linear inputs, Conv2d output channels).
+    per-example samples always act on activations (Linear inputs, Conv2d output channels,
+    or the output of the BatchNorm after the conv). The hooks sit on the module whose
+    forward uses the gates (layer.site).
     """
     gates, now, per_example = layer.gates, layer.gates.now, layer.gates.per_example
     is_linear = isinstance(layer.module, nn.Linear) and not layer.per_weight
@@ -308,7 +364,7 @@ def _hooks(layer: GatedLayer) -> list:
         finally:
             now.reset(False)
 
-    m = layer.module
+    m = layer.site
     return [m.register_forward_pre_hook(before), m.register_forward_hook(after, always_call=True)]
 
 
@@ -318,22 +374,49 @@ class L0(Method):
     def __init__(self, cfg, n_train: int, input_shape: tuple[int, ...] = (1, 28, 28)):
         super().__init__(cfg, n_train, input_shape)
         self.layers: list[GatedLayer] = []
-        self._positions: dict[str, int] | None = None
+        self._flops_plan: list[tuple] | None = None
+        self._structure: Structure | None = None
         self._cost0: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ attach / detach
+    def gated_layers(self, model: nn.Module) -> tuple[list[tuple[str, nn.Module]], Structure | None]:
+        """The layers that get gates, in model order, and the model's channel structure (None: not traced).
+
+        method.layers (shell patterns) names them; by default, with neuron gates, every
+        prunable layer whose gated units no other layer shares: a Conv2d whose output
+        channels are not summed with another layer's, a Linear whose input features are
+        not (in a ResNet: the first conv of each block, the L0 paper's WRN placement);
+        with weight gates every prunable layer.
+        """
+        found = prunable_layers(model)
+        names = [name for name, _ in found]
+        neuron = GateGranularity(self.cfg.granularity) == GateGranularity.neuron
+        st = structure_or_none(model, self.input_shape) if neuron else None
+        if self.cfg.layers is not None:
+            chosen = set(match_layers(self.cfg.layers, names, "method.layers"))
+        elif st is not None:
+            chosen = {
+                name for name, m in found
+                if name not in (st.coupled_inputs if isinstance(m, nn.Linear) else st.coupled_outputs)
+            }  # fmt: skip
+        else:
+            chosen = set(names)
+        return [(name, m) for name, m in found if name in chosen], st
+
     def attach(self, model: nn.Module) -> None:
         cfg = self.cfg
-        found = prunable_layers(model)
+        found, st = self.gated_layers(model)
         lams = [cfg.lam] * len(found) if cfg.lam_per_layer is None else list(cfg.lam_per_layer)
         if len(lams) != len(found):
             raise ConfigError(
-                f"method.lam_per_layer has {len(lams)} values but the model has {len(found)} prunable layers "
+                f"method.lam_per_layer has {len(lams)} values but the model has {len(found)} prunable layers to gate "
                 f"({', '.join(name for name, _ in found)}): give one lambda per layer."
             )
         neuron = GateGranularity(cfg.granularity) == GateGranularity.neuron
+        modules = dict(model.named_modules())
+        first = st.input_layer if st is not None else found[0][0] if found else None
         draws = _Draws()
-        for i, ((name, m), lam) in enumerate(zip(found, lams)):
+        for (name, m), lam in zip(found, lams):
             w = m.weight
             if not neuron:
                 shape, view, dims = tuple(w.shape), tuple(w.shape), None
@@ -341,25 +424,43 @@ class L0(Method):
                 shape, view, dims = (w.shape[1],), (1, w.shape[1]), (0,)
             else:
                 shape, view, dims = (w.shape[0],), (w.shape[0],) + (1,) * (w.dim() - 1), tuple(range(1, w.dim()))
-            p = cfg.droprate_init_first if i == 0 else cfg.droprate_init
+            p = cfg.droprate_init_first if name == first else cfg.droprate_init
             log_alpha = torch.empty(shape, device=w.device, dtype=w.dtype).normal_(math.log(1 - p) - math.log(p), 1e-2)
             gates = Gates(log_alpha, cfg.per_example, draws)
             gates.train(m.training)
-            gated_bias = neuron and isinstance(m, nn.Conv2d) and m.bias is not None
-            layer = GatedLayer(name, m, gates, view, dims, w.numel() // log_alpha.numel(), float(lam), gated_bias)
-            parametrize.register_parametrization(m, "weight", GatedWeight(gates, view))
-            if gated_bias:
-                parametrize.register_parametrization(m, "bias", GatedBias(gates))
+            # a conv followed by a BatchNorm is gated after the BatchNorm: z * BN(conv(x)). Gating the
+            # conv's weights would be undone by the BatchNorm's normalization in training (one z per
+            # minibatch scales a channel's batch mean and deviation alike), hiding the gates from the loss.
+            norm = st.norm_after.get(name) if (st is not None and neuron and isinstance(m, nn.Conv2d)) else None
+            if norm is not None and not modules[norm].affine:
+                norm = None
+            gated_bias = neuron and isinstance(m, nn.Conv2d) and m.bias is not None and norm is None
+            site = modules[norm] if norm is not None else m
+            layer = GatedLayer(name, m, gates, view, dims, w.numel() // log_alpha.numel(), float(lam), gated_bias, norm, site)
+            if norm is None:
+                parametrize.register_parametrization(m, "weight", GatedWeight(gates, view))
+                if gated_bias:
+                    parametrize.register_parametrization(m, "bias", GatedBias(gates))
+            else:
+                parametrize.register_parametrization(site, "weight", GatedScale(gates))
+                parametrize.register_parametrization(site, "bias", GatedBias(gates))
+                parametrize.register_parametrization(m, "weight", ClosedFilters(gates, view))
             layer.handles = _hooks(layer)
             self.layers.append(layer)
-        self._positions = self._cost0 = None
+        self._flops_plan = self._cost0 = None
+        self._structure = st
 
     def detach(self, model: nn.Module) -> None:
-        """Bake the deterministic gates into the weights (and gated biases) and remove every trace of the gates."""
+        """Bake the deterministic gates into the weights (gated biases, BatchNorm scales and shifts) and
+        remove every trace of the gates."""
         for layer in self.layers:
             for h in layer.handles:
                 h.remove()
             layer.gates.now.reset(False)  # outside a forward the gates are deterministic
+            if layer.norm is not None:
+                layer.module.parametrizations.weight[0].bake = True
+                for attr in ("weight", "bias"):
+                    parametrize.remove_parametrizations(layer.site, attr, leave_parametrized=True)
             parametrize.remove_parametrizations(layer.module, "weight", leave_parametrized=True)
             if layer.gated_bias:
                 parametrize.remove_parametrizations(layer.module, "bias", leave_parametrized=True)
@@ -394,10 +495,11 @@ class L0(Method):
 
     # ------------------------------------------------------------------ pruning
     @torch.no_grad()
-    def masks(self, model: nn.Module, prune: PruneConfig) -> Masks:
+    def weight_masks(self, model: nn.Module, prune: PruneConfig) -> Masks:
         """The weights whose deterministic gate is exactly zero are pruned; prune.* plays no part.
 
-        A gated Conv2d bias gets a mask too, so a closed filter stays silent through finetuning.
+        A gated Conv2d bias gets a mask too, and so do the scale and shift of a BatchNorm
+        that carries the gates, so a closed filter stays silent through finetuning.
         """
         out: Masks = {}
         for layer in self.layers:
@@ -406,38 +508,82 @@ class L0(Method):
             out[f"{layer.name}.weight"] = keep.view(layer.view).expand_as(weight).clone()
             if layer.gated_bias:
                 out[f"{layer.name}.bias"] = keep.clone()
+            if layer.norm is not None:
+                out[f"{layer.norm}.weight"] = keep.clone()
+                out[f"{layer.norm}.bias"] = keep.clone()
         return out
 
     # ------------------------------------------------------------------ logging
+    def _plan_flops(self, model: nn.Module) -> list[tuple]:
+        """Per prunable layer: (positions, taps, input side, output side), or (positions, "weights", gate layer).
+
+        A side is (gate layer index, units per gate) when gates decide how many of its
+        units are open, else (None, unit count). A layer's own neuron gates decide its
+        gated side; the other side follows the gates of the one layer on the other end of
+        those channels (the conv that alone writes a layer's inputs, the gated Linear that
+        alone reads a layer's outputs), found in the model's channel groups.
+        """
+        positions = output_positions(model, self.input_shape)
+        index = {layer.name: i for i, layer in enumerate(self.layers)}
+        in_group, out_group = {}, {}
+        for g in self._structure.groups if self._structure is not None else []:
+            for mem in g.members:
+                if mem.role in ("in", "out"):
+                    (in_group if mem.role == "in" else out_group).setdefault(mem.layer, g)
+
+        def neuron_gated(name: str, linear: bool) -> bool:
+            i = index.get(name)
+            return i is not None and not self.layers[i].per_weight and isinstance(self.layers[i].module, nn.Linear) == linear
+
+        modules = dict(model.named_modules())
+        plan = []
+        for name, m in prunable_layers(model):
+            n_out, n_in = m.weight.shape[0], m.weight.shape[1]
+            taps, pos = m.weight[0, 0].numel(), positions[name]
+            if name in index and self.layers[index[name]].per_weight:
+                plan.append((pos, "weights", index[name]))
+                continue
+            e_in, e_out = (None, n_in), (None, n_out)
+            if neuron_gated(name, linear=True):
+                e_in = (index[name], 1)
+            elif name in in_group and len(in_group[name].writers()) == 1:
+                (writer,) = in_group[name].writers()
+                if neuron_gated(writer, linear=False):
+                    e_in = (index[writer], n_in / modules[writer].weight.shape[0])
+            if neuron_gated(name, linear=False):
+                e_out = (index[name], 1)
+            elif name in out_group and out_group[name].writers() == {name}:
+                readers = {mem.layer for mem in out_group[name].members if mem.role == "in"}
+                if len(readers) == 1:
+                    (reader,) = readers
+                    if neuron_gated(reader, linear=True) and modules[reader].weight.shape[1] == n_out:
+                        e_out = (index[reader], 1)
+            plan.append((pos, taps, e_in, e_out))
+        return plan
+
     @torch.no_grad()
     def expected_flops(self, model: nn.Module) -> float:
-        """The paper's expected FLOPs: per layer, expected open inputs x expected open outputs x positions x 2.
+        """The paper's expected FLOPs: per prunable layer, expected open inputs x expected open outputs x taps x positions x 2.
 
-        With neuron gates a layer's gated side uses its own gates; the other side uses the
-        gates of the neighbouring layer that sit on the same units (the next Linear's inputs,
-        the previous Conv2d's filters), else counts every unit. With weight gates: expected
-        non-zero weights x positions x 2.
+        A side's open units are the sum of P(z != 0) of the gates that decide them (see
+        _plan_flops), else its unit count. With weight gates: expected non-zero weights x
+        positions x 2. Layers without gates count at their (linked) size.
         """
-        if self._positions is None:
-            self._positions = output_positions(model, self.input_shape)
+        if self._flops_plan is None:
+            self._flops_plan = self._plan_flops(model)
         opened = [float(prob_nonzero(layer.log_alpha).sum()) for layer in self.layers]
+
+        def units(side: tuple) -> float:
+            i, n = side
+            return n if i is None else opened[i] * n
+
         total = 0.0
-        for i, layer in enumerate(self.layers):
-            m, pos = layer.module, self._positions[layer.name]
-            if layer.per_weight:
-                total += 2 * pos * opened[i]
-                continue
-            nxt = self.layers[i + 1].module if i + 1 < len(self.layers) else None
-            prev = self.layers[i - 1].module if i > 0 else None
-            if isinstance(m, nn.Linear):
-                e_in, per_pair = opened[i], 1
-                linked = isinstance(nxt, nn.Linear) and nxt.in_features == m.out_features
-                e_out = opened[i + 1] if linked else m.out_features
+        for entry in self._flops_plan:
+            if entry[1] == "weights":
+                total += 2 * entry[0] * opened[entry[2]]
             else:
-                e_out, per_pair = opened[i], math.prod(m.kernel_size) / m.groups
-                linked = isinstance(prev, nn.Conv2d) and prev.out_channels == m.in_channels
-                e_in = opened[i - 1] if linked else m.in_channels
-            total += 2 * pos * e_in * e_out * per_pair
+                pos, taps, e_in, e_out = entry
+                total += 2 * pos * taps * units(e_in) * units(e_out)
         return total
 
     @torch.no_grad()

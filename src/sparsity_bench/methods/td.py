@@ -31,6 +31,17 @@ Pruning (masks): the candidate set at the full gamma, i.e. what evaluation remov
 at the end of training (exact zeros are masked too, as for every method). With
 method.target_sparsity set, masks are magnitude masks like every other method's.
 Layers in method.exclude are neither targeted nor pruned (unless target_sparsity).
+
+Which layers (method.layers, shell patterns; default below): variant=weight targets
+every prunable layer. variant=unit by default targets only the layers whose output
+channels no other layer writes: in a ResNet, the first conv of each block. The others
+write into a residual sum, where removing a filter removes one branch's share of a
+channel, not the channel (see metrics/coupling.py). method.layers=["*"] targets all.
+
+BatchNorm: TD masks conv weights, as the paper does. A conv followed by a BatchNorm
+that drops a whole filter in a training step (variant=unit) leaves that channel at the
+BatchNorm's shift for the step; at pruning the BatchNorm channel of a removed filter is
+masked too (pruning.norm_masks), so the pruned unit emits zero.
 """
 from __future__ import annotations
 
@@ -43,9 +54,11 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..config import Granularity, PruneConfig, TDConfig
+from ..metrics.coupling import structure_or_none
 from ..metrics.sparsity import prunable_layers
 from ..pruning import (
-    Masks, bottom_k_mask, check_layer_names, kth_smallest, magnitude_masks, n_bottom, numpy_fast_path, unit_rows,
+    Masks, bottom_k_mask, check_layer_names, kth_smallest, magnitude_masks, match_layers, n_bottom, numpy_fast_path,
+    unit_rows,
 )
 from .base import Method
 
@@ -174,15 +187,27 @@ class TD(Method):
             t.alpha, t.gamma = alpha, gamma
 
     # ------------------------------------------------------------------ the interface
-    def attach(self, model: nn.Module) -> None:
+    def targeted_layers(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
+        """The layers TD acts on: method.layers (shell patterns) or by default every prunable
+        layer, for variant=unit only those whose output channels no other layer writes too
+        (a residual sum); minus method.exclude."""
         layers = prunable_layers(model)
-        check_layer_names(self.cfg.exclude, [n for n, _ in layers], "method.exclude")
+        names = [n for n, _ in layers]
+        check_layer_names(self.cfg.exclude, names, "method.exclude")
+        if self.cfg.layers is not None:
+            chosen = set(match_layers(self.cfg.layers, names, "method.layers"))
+        elif Granularity(self.cfg.variant) == Granularity.unit:
+            st = structure_or_none(model, self.input_shape)
+            chosen = set(names) - (st.coupled_outputs if st is not None else set())
+        else:
+            chosen = set(names)
+        return [(n, m) for n, m in layers if n in chosen and n not in self.cfg.exclude]
+
+    def attach(self, model: nn.Module) -> None:
         if self._bitgen is None:  # not restored by load_state_dict: seed from torch, so the run's seed decides
             self._bitgen = np.random.SFC64(int(torch.randint(1 << 62, ())))
         self._targets = []
-        for name, m in layers:
-            if name in self.cfg.exclude:
-                continue
+        for name, m in self.targeted_layers(model):
             td = TargetedDropout(self.cfg.variant, self.cfg.unit_drop, self.cfg.eval_mask, self._bitgen)
             parametrize.register_parametrization(m, "weight", td)
             self._targets.append(td)
@@ -192,7 +217,7 @@ class TD(Method):
         self.progress = progress
         self._apply_schedule()
 
-    def masks(self, model: nn.Module, prune: PruneConfig) -> Masks:
+    def weight_masks(self, model: nn.Module, prune: PruneConfig) -> Masks:
         weights = {f"{name}.weight": raw_weight(m).detach() for name, m in prunable_layers(model)}
         if self.cfg.target_sparsity is not None:
             return magnitude_masks(weights, prune, self.cfg.target_sparsity)

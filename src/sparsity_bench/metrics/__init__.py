@@ -24,7 +24,20 @@ class LayerRecord:
 
 @torch.no_grad()
 def measure(model: nn.Module, input_shape) -> dict:
-    """The model-side part of results.json `final`, plus one record per prunable layer."""
+    """The model-side part of results.json `final`, plus one record per prunable layer.
+
+    Measured in eval mode (the model's mode is restored): the weights a method's
+    reparametrization shows are those evaluation uses.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        return _measure(model, input_shape)
+    finally:
+        model.train(was_training)
+
+
+def _measure(model: nn.Module, input_shape) -> dict:
     flops = layer_flops(model, input_shape)
     layers = []
     for name, m in prunable_layers(model):

@@ -2,8 +2,10 @@
 
 This is the convention of torch.utils.flop_counter, which counts the dense model.
 The effective count removes what pruning made dead: zero weights, and whole units
-whose output no longer reaches anything (or that receive nothing), together with
-the weights that read them in the next layer.
+whose output no longer reaches anything (or that carry nothing), together with
+the weights that read them in the next layers. Units are channels, followed
+through reshapes and residual sums (coupling.py): a channel of a residual sum is
+dead only when it is dead in every branch.
 """
 from __future__ import annotations
 
@@ -56,58 +58,62 @@ def output_positions(model: nn.Module, input_shape) -> dict[str, int]:
 class LayerFlops:
     dense: int
     effective: int  # non-zero weights between live units, x positions x 2
-    structural: int  # live input units x live output units (dense blocks), x positions x 2
-
-
-def _weight_view(m: nn.Module, w: torch.Tensor, in_group: int) -> torch.Tensor:
-    """[out units, in units, weights per (out, in) pair] view of a prunable weight."""
-    if isinstance(m, nn.Linear):
-        return w.reshape(w.shape[0], w.shape[1] // in_group, in_group)
-    return w.reshape(w.shape[0], w.shape[1], -1)
+    structural: int  # live input features x live output units x taps (dense blocks), x positions x 2
 
 
 @torch.no_grad()
-def live_units(model: nn.Module, input_shape=None) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-    """Live input and output units of every prunable layer, and each layer's [out, in, pair] weight view.
+def live_units(model: nn.Module, input_shape) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """Live input features and output units of every prunable layer, and each layer's [out, in, taps] weight view.
 
-    Units are linked along the forward order of prunable layers (a sequential
-    chain; a Linear after a conv reads each channel as a block of spatial
-    features). A unit between two layers is live when the producer can emit it
-    (non-zero weights from live inputs, or a non-zero bias) and the consumer
-    reads it (non-zero weights into live outputs). Removing a unit can kill
-    others (a neuron that only read dead units emits nothing; a neuron only
-    read by dead units is read by nobody), so this is iterated to a fixpoint:
-    the units a physically slimmed model keeps. The model's input features are
-    live when the first layer reads them; the last layer's outputs always are.
+    Which units belong together comes from the model's channel groups
+    (coupling.structure: one group per set of channels that can only go together,
+    across reshapes and residual sums). A channel is live unless the rule of
+    coupling.py says it is dead, evaluated on the current weights between live
+    units only. Removing a unit can kill others (a neuron that only read dead
+    units carries nothing; a neuron only read by dead units is read by nobody), so
+    this is iterated to a fixpoint: the units a physically slimmed model keeps. A
+    group where every channel is dead keeps its first, as the slimmer does. The
+    model's input features are live when the first layer reads them directly
+    (and reads them); channels of the model's output, and of groups the rule does
+    not understand, are always live.
     """
+    from .coupling import channel_state, structure, weight_view
+
+    st = structure(model, input_shape)
     layers = prunable_layers(model)
-    weights = [m.weight.detach() for _, m in layers]
-
-    # in_group[i]: how many input features of layer i one producer unit occupies
-    in_group = [1] * len(layers)
-    for i in range(1, len(layers)):
-        fan_in = weights[i].shape[1]
-        producer_out = weights[i - 1].shape[0]
-        in_group[i] = fan_in // producer_out if fan_in % producer_out == 0 else 1
-    views = [_weight_view(m, w, g).ne(0) for (_, m), w, g in zip(layers, weights, in_group)]
-    biases = [
-        m.bias.detach().ne(0) if m.bias is not None else torch.zeros(v.shape[0], dtype=torch.bool, device=v.device)
-        for (_, m), v in zip(layers, views)
-    ]
-    chained = [views[i].shape[0] == views[i + 1].shape[1] for i in range(len(layers) - 1)]
-
-    live_in = [torch.ones(v.shape[1], dtype=torch.bool, device=v.device) for v in views]
-    live_out = [torch.ones(v.shape[0], dtype=torch.bool, device=v.device) for v in views]
+    modules = dict(model.named_modules())
+    views = [weight_view(m).ne(0) for _, m in layers]
+    live_in = {name: torch.ones(v.shape[1], dtype=torch.bool, device=v.device) for (name, _), v in zip(layers, views)}
+    live_out = {name: torch.ones(v.shape[0], dtype=torch.bool, device=v.device) for (name, _), v in zip(layers, views)}
+    view_of = {name: v for (name, _), v in zip(layers, views)}
+    for name in {m.layer for g in st.groups for m in g.members if m.role.startswith("route")}:
+        router = modules[name]
+        live_in[name] = torch.ones(router.in_channels, dtype=torch.bool)
+        live_out[name] = torch.ones(router.out_channels, dtype=torch.bool)
     while True:
-        emits = [v[:, li].flatten(1).any(dim=1) | b for v, li, b in zip(views, live_in, biases)]
-        reads = [v[lo].any(dim=0).any(dim=-1) for v, lo in zip(views, live_out)]
-        new_in = [reads[0]] + [
-            emits[i] & reads[i + 1] if chained[i] else live_in[i + 1] for i in range(len(layers) - 1)
-        ]
-        new_out = [new_in[i + 1] if chained[i] else live_out[i] for i in range(len(layers) - 1)] + [live_out[-1]]
-        if all(torch.equal(a, b) for a, b in zip(new_in + new_out, live_in + live_out)):
-            return live_in, live_out, views
-        live_in, live_out = new_in, new_out
+        changed = False
+        for group in st.groups:
+            if group.fixed:
+                continue
+            dead = channel_state(group, modules, live_in, live_out).dead()
+            if bool(dead.all()):
+                dead[0] = False
+            for m in group.members:
+                side = live_out if m.role in ("out", "route_out") else live_in if m.role in ("in", "route_in") else None
+                if side is None:
+                    continue
+                now = side[m.layer].clone()
+                now[m.idxs.to(now.device)] = ~dead[m.roots.to(dead.device)].to(now.device)
+                if not torch.equal(now, side[m.layer]):
+                    side[m.layer], changed = now, True
+        if st.input_layer is not None:
+            name = st.input_layer
+            reads = view_of[name][live_out[name]].any(dim=0).any(dim=-1)
+            if not torch.equal(reads, live_in[name]):
+                live_in[name], changed = reads, True
+        if not changed:
+            names = [name for name, _ in layers]
+            return [live_in[n] for n in names], [live_out[n] for n in names], views
 
 
 @torch.no_grad()
@@ -115,16 +121,16 @@ def layer_flops(model: nn.Module, input_shape) -> dict[str, LayerFlops]:
     """Dense, effective and structural FLOPs per prunable layer (live units: see live_units)."""
     layers = prunable_layers(model)
     positions = output_positions(model, input_shape)
-    live_in, live_out, views = live_units(model)
+    live_in, live_out, views = live_units(model, input_shape)
 
     out: dict[str, LayerFlops] = {}
     for i, ((name, m), v) in enumerate(zip(layers, views)):
         pos = positions[name]
-        per_pair = v.shape[2]
+        taps = v.shape[2]
         live = v[live_out[i]][:, live_in[i]]
         out[name] = LayerFlops(
             dense=2 * pos * v.numel(),
             effective=2 * pos * int(live.sum()),
-            structural=2 * pos * int(live_out[i].sum()) * int(live_in[i].sum()) * per_pair,
+            structural=2 * pos * int(live_out[i].sum()) * int(live_in[i].sum()) * taps,
         )
     return out

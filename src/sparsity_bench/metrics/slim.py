@@ -17,18 +17,19 @@ the contribution is the same at every output position (no zero padding between
 them), which is checked numerically; otherwise the unit is kept. Folded units
 make the slimmed model smaller than ``flops_structural``, which counts them.
 
-Which channels belong together comes from torch-pruning's DependencyGraph
-(traced with an example input of the data's shape): a group couples every layer
-that writes a channel with every layer that reads it, across reshapes, concats
-and residual sums. A channel of a residual stream is written by several layers
-(the stem and each block's last conv, through their BatchNorms) and read by
-several (each block's first conv and the classifier); it is removed only when
-every coupled layer agrees it is dead: either none of the readers reads it, or
-none of the writers writes it and every op in between keeps zero at zero. A
-BatchNorm keeps zero at zero only when BN(0) = beta - gamma * mean / std is 0.
-Modules the rules do not understand (grouped convs, LayerNorm, attention,
-unknown element-wise ops) make their whole group stay: slimming is
-conservative, and the result is checked against the masked model on real inputs.
+Which channels belong together, and the rule that declares them dead, are those
+of coupling.py (torch-pruning's DependencyGraph, traced with an example input of
+the data's shape): a group couples every layer that writes a channel with every
+layer that reads it, across reshapes, concats and residual sums. A channel of a
+residual stream is written by several layers (the stem and each block's last
+conv, through their BatchNorms) and read by several (each block's first conv and
+the classifier); it is removed only when every coupled layer agrees it is dead:
+either none of the readers reads it, or none of the writers writes it and every
+op in between keeps zero at zero. A BatchNorm keeps zero at zero only when
+BN(0) = beta - gamma * mean / std is 0. Modules the rules do not understand
+(grouped convs, LayerNorm, attention, channel padding, unknown element-wise ops)
+make their whole group stay: slimming is conservative, and the result is checked
+against the masked model on real inputs.
 
 The surgery itself is torch-pruning's (group.prune). Two steps are our own:
 folding constants into biases (torch-pruning drops channels, it does not move
@@ -53,20 +54,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from .coupling import Group, build_graph, channel_state, is_plain_layer, is_router, to_group
 from .sparsity import prunable_layers
-
-_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-# Element-wise ops (autograd node names, lower case, without "backward") that act
-# on each channel separately and map 0 to 0. Anything else in a group keeps it whole.
-_ZERO_PRESERVING = (
-    "relu", "relu6", "hardtanh", "leakyrelu", "gelu", "silu", "hardswish", "mish", "elu", "tanh",
-    "maxpool", "avgpool", "adaptiveavgpool", "adaptivemaxpool", "upsample",
-    "add", "sub", "mul", "div", "neg", "mean", "sum",  # reductions: torch-pruning only couples them per channel
-    "t", "transpose", "permute", "view", "unsafeview", "reshape", "alias", "expand", "squeeze", "unsqueeze",
-    "clone", "flatten", "tocopy", "cat", "split", "splitwithsizes", "slice", "select", "nativedropout",
-)  # fmt: skip
-
 
 @dataclass
 class SlimResult:
@@ -77,105 +66,17 @@ class SlimResult:
     standalone: bool | str = True  # a GraphModule that loads without sparsity_bench; else why not
 
 
-def _is_plain_layer(m: nn.Module) -> bool:
-    return isinstance(m, _LAYERS) and (isinstance(m, nn.Linear) or m.groups == 1)
-
-
-def _op_name(module: nn.Module) -> str:
-    """'relu' for torch-pruning's _ElementWiseOp(ReluBackward0), 'maxpool' for MaxPool2DWithIndicesBackward0."""
-    grad_fn = getattr(module, "_grad_fn", None)  # the autograd node, or its name
-    name = grad_fn if isinstance(grad_fn, str) else grad_fn.name() if grad_fn is not None else repr(module)
-    name = name.split("(")[-1].rstrip(")").lower()
-    name = name.rsplit("::", 1)[-1].replace("backward", "").rstrip("0123456789")
-    for part in ("2d", "3d", "1d", "withindices"):
-        name = name.replace(part, "")
-    return name
-
-
-def _any_by_root(roots: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tensor:
-    """Per root channel: is any of the values mapped to it true (several indices can share a root)."""
-    return torch.zeros(n, device=roots.device).index_add_(0, roots, values.float()) > 0
-
-
-@dataclass
-class _Channels:
-    """Per root channel of one group: who reads it, who writes it, what the path does to zero."""
-
-    reads: torch.Tensor  # some Conv/Linear consumer has a non-zero weight for it
-    weights: torch.Tensor  # some Conv/Linear producer has a non-zero weight for it
-    bias: torch.Tensor  # some Conv/Linear producer has a non-zero bias for it
-    keeps_zero: torch.Tensor  # every other op of the group maps zero to zero on it
-    opaque: bool  # a member the rules do not understand: keep the whole group
-
-
-def _analyse(dg, group, n: int, device) -> _Channels:
-    import torch_pruning as tp
-
-    z = lambda: torch.zeros(n, dtype=torch.bool, device=device)  # noqa: E731
-    ch = _Channels(reads=z(), weights=z(), bias=z(), keeps_zero=~z(), opaque=False)
-    for item in group:
-        dep, idxs = item.dep, list(item.idxs)
-        roots = torch.as_tensor(item.root_idxs, dtype=torch.long, device=device)
-        mod, fn = dep.target.module, dep.handler
-        kind = dep.target.type
-        if _is_plain_layer(mod):
-            w = mod.weight.detach()
-            if dg.is_out_channel_pruning_fn(fn):
-                ch.weights |= _any_by_root(roots, w[idxs].flatten(1).ne(0).any(dim=1), n)
-                if mod.bias is not None:
-                    ch.bias |= _any_by_root(roots, mod.bias.detach()[idxs].ne(0), n)
-            elif dg.is_in_channel_pruning_fn(fn):
-                ch.reads |= _any_by_root(roots, w[:, idxs].ne(0).transpose(0, 1).flatten(1).any(dim=1), n)
-            else:
-                ch.opaque = True
-        elif kind == tp.ops.OPTYPE.BN and isinstance(mod, nn.modules.batchnorm._BatchNorm):
-            if mod.running_mean is None:
-                ch.opaque = True  # batch statistics at eval time: the channel's value depends on the batch
-                continue
-            at_zero = -mod.running_mean / torch.sqrt(mod.running_var + mod.eps)
-            if mod.affine:
-                at_zero = at_zero * mod.weight.detach() + mod.bias.detach()
-            ch.keeps_zero &= ~_any_by_root(roots, at_zero[idxs].ne(0), n)
-        elif kind == tp.ops.OPTYPE.ELEMENTWISE:
-            if _op_name(mod) not in _ZERO_PRESERVING:
-                ch.opaque = True
-        elif kind in (tp.ops.OPTYPE.RESHAPE, tp.ops.OPTYPE.CONCAT, tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.SLICE,
-                      tp.ops.OPTYPE.UNBIND, tp.ops.OPTYPE.EXPAND):  # fmt: skip
-            pass  # index plumbing: torch-pruning maps the channel indices through them
-        else:  # the model's output, LayerNorm, attention, depthwise/grouped convs, unwrapped parameters...
-            ch.opaque = True
-    return ch
-
-
-def _dead(ch: _Channels) -> torch.Tensor:
-    if ch.opaque:
-        return torch.zeros_like(ch.reads)
-    return ~ch.reads | (~ch.weights & ~ch.bias & ch.keeps_zero)
-
-
-def _constant(ch: _Channels) -> torch.Tensor:
-    if ch.opaque:
-        return torch.zeros_like(ch.reads)
-    return ch.reads & ~ch.weights & ch.bias
-
-
 @torch.no_grad()
-def _fold(model: nn.Module, dg, group, candidates: list[int], x: torch.Tensor) -> list[int]:
-    """Add the constant contribution of `candidates` (root channels) to their readers' biases.
+def _fold(model: nn.Module, group: Group, candidates: list[int], x: torch.Tensor) -> list[int]:
+    """Add the constant contribution of `candidates` (group channels) to their readers' biases.
 
     Returns the channels folded (the others are left alone): a channel is folded when
     what every reader receives from it is the same for every example, and the
     reader's response to it is the same at every output position.
     """
-    readers = [
-        item for item in group
-        if _is_plain_layer(item.dep.target.module) and dg.is_in_channel_pruning_fn(item.dep.handler)
-    ]  # fmt: skip
+    readers = [(model.get_submodule(m.layer), m) for m in group.members if m.role == "in"]
     inputs: dict[nn.Module, torch.Tensor] = {}
-    hooks = [
-        it.dep.target.module.register_forward_pre_hook(lambda mod, args: inputs.__setitem__(mod, args[0]))
-        for it in readers
-    ]
+    hooks = [mod.register_forward_pre_hook(lambda mod, args: inputs.__setitem__(mod, args[0])) for mod, _ in readers]
     try:
         model(x)
     finally:
@@ -184,11 +85,10 @@ def _fold(model: nn.Module, dg, group, candidates: list[int], x: torch.Tensor) -
 
     ok = set(candidates)
     plans = []
-    for item in readers:
-        mod = item.dep.target.module
-        roots = list(item.root_idxs)
+    for mod, member in readers:
+        idxs, roots = member.idxs.tolist(), member.roots.tolist()
         inp = inputs[mod]
-        cols = [i for i, r in zip(item.idxs, roots) if r in ok]
+        cols = [i for i, r in zip(idxs, roots) if r in ok]
         col_roots = [r for r in roots if r in ok]
         if not cols:
             continue
@@ -197,13 +97,13 @@ def _fold(model: nn.Module, dg, group, candidates: list[int], x: torch.Tensor) -
         for r, v in zip(col_roots, varies.tolist()):
             if v:
                 ok.discard(r)
-        plans.append((mod, item))
+        plans.append((mod, idxs, roots))
     if not ok:
         return []
 
     updates = []
-    for mod, item in plans:
-        cols = [i for i, r in zip(item.idxs, item.root_idxs) if r in ok]
+    for mod, idxs, roots in plans:
+        cols = [i for i, r in zip(idxs, roots) if r in ok]
         if not cols:
             continue
         const = inputs[mod][:1, cols]
@@ -240,7 +140,7 @@ def _select_inputs(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, int | 
     if not layers:
         return model, None
     first = layers[0][1]
-    if not _is_plain_layer(first):
+    if not is_plain_layer(first):
         return model, None
     seen = {}
     h = first.register_forward_pre_hook(lambda mod, args: seen.setdefault("x", args[0]))
@@ -286,24 +186,19 @@ def slim(model: nn.Module, x: torch.Tensor, fold: bool = True, output_layers: li
     output is the same for all of them). output_layers: layers whose outputs are
     the model's output, by name, whose outputs are never removed (default: the last prunable layer).
     """
-    import torch_pruning as tp
-
     model = copy.deepcopy(model).eval()
     for p in model.parameters():
         p.requires_grad_(True)  # the dependency graph is traced through autograd
     modules = dict(model.named_modules())
     output_layers = [modules[n] for n in (output_layers or [prunable_layers(model)[-1][0]])]
-    with torch.enable_grad():
-        # two examples, not one: with a batch of 1 some Linear layers trace as view + addmm, which
-        # torch-pruning does not tie to the module (the group then looks opaque and nothing is removed)
-        dg = tp.DependencyGraph().build_dependency(model, example_inputs=x[:2], verbose=False)
+    dg = build_graph(model, x)
     names = {m: n for n, m in model.named_modules()}
     result = SlimResult(model=model)
 
     roots = [
         (m, dg.get_pruner_of_module(m).prune_out_channels)
         for m in dg.module2node
-        if isinstance(m, nn.Module) and _is_plain_layer(m) and m not in output_layers
+        if isinstance(m, nn.Module) and (is_plain_layer(m) or is_router(m)) and m not in output_layers
     ]  # fmt: skip
     with torch.no_grad():
         changed = True
@@ -313,20 +208,19 @@ def slim(model: nn.Module, x: torch.Tensor, fold: bool = True, output_layers: li
                 n = dg.get_out_channels(module)
                 if not n:
                     continue
-                group = dg.get_pruning_group(module, prune_out, list(range(n)))
-                if any(item.dep.target.module in output_layers and dg.is_out_channel_pruning_fn(item.dep.handler)
-                       for item in group):  # fmt: skip
+                group = to_group(dg, dg.get_pruning_group(module, prune_out, list(range(n))), names, n, output_layers)
+                if group.output:
                     continue
-                ch = _analyse(dg, group, n, module.weight.device)
-                dead = _dead(ch).nonzero().flatten().tolist()
+                ch = channel_state(group, modules)
+                dead = ch.dead().nonzero().flatten().tolist()
                 if len(dead) == n:  # no live unit left: keep one, so that no tensor gets a zero-size dimension
                     dead = dead[1:]
                 folded = []
                 if fold:
-                    candidates = _constant(ch).nonzero().flatten().tolist()
+                    candidates = ch.constant().nonzero().flatten().tolist()
                     candidates = candidates[: max(0, n - len(dead) - 1)]  # keep at least one unit
                     if candidates:
-                        folded = _fold(model, dg, group, candidates, x)
+                        folded = _fold(model, group, candidates, x)
                 remove = sorted(set(dead) | set(folded))
                 if not remove:
                     continue

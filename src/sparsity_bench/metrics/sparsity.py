@@ -3,7 +3,9 @@
 Prunable layers are the Conv2d and Linear modules (their ``weight``; biases are
 never pruned). A layer's *units* follow the L0 paper: a Linear layer's input
 features, a Conv2d layer's output filters. A unit is kept while any of its
-weights is non-zero.
+weights is non-zero. These are raw counts per layer: in a residual net a conv
+filter can be all zero while its channel lives on through another branch of the
+sum; the FLOPs count (flops.live_units) follows such channels, this does not.
 """
 from __future__ import annotations
 
