@@ -16,6 +16,14 @@ SMOKE = ["dataset=synthetic", "dataset.train_size=300", "dataset.val_size=50", "
          "measure.speed=false", "histograms=false", "progress=false"]  # fmt: skip
 
 
+# Tiny stand-ins of the CIFAR models keep the smoke runs to seconds on a CPU.
+SMOKE_EXTRA = {
+    "l0_wrn_cifar10": ["dataset.shape=[3,32,32]", "model.depth=10", "model.widen_factor=1"],
+    "td_resnet32_cifar10": ["dataset.shape=[3,32,32]", "model.depth=8", "model.width=1"],
+    "group_hoyer_resnet56_cifar10": ["dataset.shape=[3,32,32]", "model.depth=8"],
+}
+
+
 def _compose(overrides):
     _register()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -24,7 +32,8 @@ def _compose(overrides):
 
 def test_the_design_card_presets_exist():
     design = {f"{m}_{n}_mnist" for m in ("l0", "l0sep", "hoyer", "group_hoyer") for n in ("lenet300", "lenet5")}
-    assert design | {"td_lenet5_mnist"} <= set(PRESETS)
+    cifar = {"l0_wrn_cifar10", "td_resnet32_cifar10", "group_hoyer_resnet56_cifar10"}
+    assert design | cifar | {"td_lenet5_mnist"} <= set(PRESETS)
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -35,7 +44,7 @@ def test_preset_composes_with_its_paper_settings(name):
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_runs_one_epoch(name, tmp_path):
-    cfg = _compose([f"+experiment={name}", *SMOKE])
+    cfg = _compose([f"+experiment={name}", *SMOKE, *SMOKE_EXTRA.get(name, [])])
     run = validate(cfg)
     results = Pipeline(run, tmp_path, OmegaConf.to_container(cfg, resolve=True)).run()
     assert results["status"] == "finished"
