@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -125,9 +125,20 @@ class SyntheticConfig(DatasetConfig):
 # ---------------------------------------------------------------- methods
 @dataclass
 class MethodConfig:
+    """Keys of every method. With target_sparsity set, a regularizer (steers_lam) has its lam
+    steered during training toward that sparsity, starting from method.lam (methods/target.py);
+    the other methods are magnitude-pruned to it after training."""
+
+    steers_lam: ClassVar[bool] = False  # lam is a regularizer's strength that target_sparsity may steer
+
     name: str = MISSING
     lam: float = 0.0
     target_sparsity: Optional[float] = None
+    # With target_sparsity on a regularizer (methods/target.py): the controller's integral gain
+    # (log lam per unit of log(density / asked density) per training phase), and the share of
+    # the training phase over which the asked sparsity ramps up to target_sparsity.
+    target_gain: float = 12.0
+    target_ramp: float = 0.3
 
     def __post_init__(self) -> None:
         _require(self.lam >= 0, f"method.lam must be >= 0 (got {self.lam}).")
@@ -135,6 +146,21 @@ class MethodConfig:
             self.target_sparsity is None or 0.0 <= self.target_sparsity < 1.0,
             f"method.target_sparsity must lie in [0, 1) (got {self.target_sparsity}).",
         )
+        _require(self.target_gain >= 0, f"method.target_gain must be >= 0 (got {self.target_gain}).")
+        _require(
+            0.0 <= self.target_ramp <= 1.0,
+            f"method.target_ramp is a share of the training phase and must lie in [0, 1] (got {self.target_ramp}).",
+        )
+        if self.steers_lam and self.target_sparsity is not None:
+            _require(
+                self.start_lam() > 0,
+                f"method.target_sparsity steers method.lam by multiplying it, starting from method.lam, "
+                f"so method.lam must be > 0 (got {self.start_lam()}).",
+            )
+
+    def start_lam(self) -> float:
+        """The strength the controller starts from (L0-sep: the largest per-layer lam)."""
+        return self.lam
 
 
 @dataclass
@@ -144,24 +170,28 @@ class NoneConfig(MethodConfig):
 
 @dataclass
 class L1Config(MethodConfig):
+    steers_lam: ClassVar[bool] = True
     name: str = "l1"
     lam: float = 1e-4
 
 
 @dataclass
 class L2Config(MethodConfig):
+    steers_lam: ClassVar[bool] = True
     name: str = "l2"
     lam: float = 1e-4
 
 
 @dataclass
 class HoyerConfig(MethodConfig):
+    steers_lam: ClassVar[bool] = True
     name: str = "hoyer"
     lam: float = 1e-4
 
 
 @dataclass
 class GroupHoyerConfig(MethodConfig):
+    steers_lam: ClassVar[bool] = True
     name: str = "group_hoyer"
     lam: float = 1e-4
     l2: float = 0.0  # beta * ||W||^2 of the paper's structural runs
@@ -173,6 +203,7 @@ class GroupHoyerConfig(MethodConfig):
 
 @dataclass
 class GroupLassoConfig(MethodConfig):
+    steers_lam: ClassVar[bool] = True
     name: str = "group_lasso"
     lam: float = 1e-4
 
@@ -211,6 +242,7 @@ class TDConfig(MethodConfig):
 class L0Config(MethodConfig):
     """Hard-concrete L0 gates (Louizos et al. 2018); see conf/method/l0.yaml for the meaning of each key."""
 
+    steers_lam: ClassVar[bool] = True
     name: str = "l0"
     lam: float = 0.1  # lambda_code: the L0 term is (lam / N) * expected number of non-zero weights
     lam_per_layer: Optional[list[float]] = None  # L0-sep: one lam per prunable layer (overrides lam)
@@ -220,12 +252,11 @@ class L0Config(MethodConfig):
     weight_decay: float = 0.0  # expected L2: 0.5 * weight_decay * sum_g P(z_g != 0) ||theta_g||^2
     per_example: bool = False  # one gate sample per example instead of one per minibatch
 
+    def start_lam(self) -> float:
+        return self.lam if self.lam_per_layer is None else max(self.lam_per_layer, default=0.0)
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        _require(
-            self.target_sparsity is None,
-            "method.target_sparsity is not supported by method=l0: its sparsity follows from method.lam.",
-        )
         for key in ("droprate_init", "droprate_init_first"):
             value = getattr(self, key)
             _require(0 < value < 1, f"method.{key} must lie in (0, 1) (got {value}).")

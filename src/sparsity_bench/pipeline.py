@@ -100,7 +100,7 @@ class Pipeline:
         self.data: Data = load_data(cfg.dataset, self.device)
         self.model = build_model(cfg.model, self.data.input_shape, self.data.num_classes).to(self.device)
         check_layer_names(cfg.curve.exclude, [n for n, _ in prunable_layers(self.model)], "curve.exclude")
-        self.method: Method = build_method(cfg.method, len(self.data.train), self.data.input_shape)
+        self.method: Method = build_method(cfg.method, len(self.data.train), self.data.input_shape, cfg.prune)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.masks: Masks | None = None
         self.phases: dict[str, dict] = {}
@@ -282,6 +282,7 @@ class Pipeline:
                 "phases": self.phases,
                 "prune_curve": self.prune_curve,
                 "layers": layers,
+                "method": self.method.report(),
                 "speed": speed,
                 "config": self.config_dict,
                 "environment": {"torch": torch.__version__, "device": str(self.device), "threads": torch.get_num_threads()},

@@ -45,7 +45,7 @@ from torch.nn.utils import parametrize
 from ..config import ConfigError, GateGranularity, PruneConfig
 from ..metrics.flops import output_positions
 from ..metrics.sparsity import prunable_layers
-from ..pruning import Masks
+from ..pruning import Masks, magnitude_masks
 from .base import Method
 
 GAMMA, ZETA, BETA = -0.1, 1.1, 2.0 / 3.0  # stretch interval (gamma, zeta) and temperature
@@ -376,13 +376,14 @@ class L0(Method):
                 torch.full((la.numel(),), layer.lam * layer.group_size / self.n_train, device=la.device, dtype=la.dtype)
                 for la, layer in zip(las, self.layers)
             ])  # fmt: skip
+        cost0 = self._cost0 if self.lam_scale == 1.0 else self._cost0 * self.lam_scale
         if self.cfg.weight_decay == 0:
-            return torch.dot(torch.sigmoid(_flat(las) - LOG_RATIO), self._cost0)
+            return torch.dot(torch.sigmoid(_flat(las) - LOG_RATIO), cost0)
         ws = [layer.original("weight") for layer in self.layers]
         gbs = [layer.original("bias") if layer.gated_bias else None for layer in self.layers]
         ubs = [None if layer.gated_bias else layer.module.bias for layer in self.layers]
         plan = [(layer.dims, layer.view) for layer in self.layers]
-        return _Penalty.apply(self._cost0, float(self.cfg.weight_decay), plan, *las, *ws, *gbs, *ubs)
+        return _Penalty.apply(cost0, float(self.cfg.weight_decay), plan, *las, *ws, *gbs, *ubs)
 
     @torch.no_grad()
     def step(self, progress: float) -> None:
@@ -397,7 +398,10 @@ class L0(Method):
     def masks(self, model: nn.Module, prune: PruneConfig) -> Masks:
         """The weights whose deterministic gate is exactly zero are pruned; prune.* plays no part.
 
-        A gated Conv2d bias gets a mask too, so a closed filter stays silent through finetuning.
+        With method.target_sparsity, the weight masks are magnitude masks at that sparsity of
+        the gated weights theta_tilde * z (closed gates give exact zeros, which stay pruned),
+        under prune.scope. A gated Conv2d bias gets a mask too, so a closed filter stays
+        silent through finetuning.
         """
         out: Masks = {}
         for layer in self.layers:
@@ -406,7 +410,19 @@ class L0(Method):
             out[f"{layer.name}.weight"] = keep.view(layer.view).expand_as(weight).clone()
             if layer.gated_bias:
                 out[f"{layer.name}.bias"] = keep.clone()
+        if self.cfg.target_sparsity is not None:
+            gated = {f"{layer.name}.weight": layer.module.weight for layer in self.layers}  # deterministic gates
+            out.update(magnitude_masks(gated, prune, self.cfg.target_sparsity))
         return out
+
+    @torch.no_grad()
+    def gate_sparsity(self) -> float | None:
+        """The fraction of prunable weights whose deterministic gate is exactly zero."""
+        if not self.layers:
+            return None
+        total = sum(layer.original("weight").numel() for layer in self.layers)
+        closed = sum(float((deterministic_gate(layer.log_alpha) == 0).sum()) * layer.group_size for layer in self.layers)
+        return closed / total
 
     # ------------------------------------------------------------------ logging
     @torch.no_grad()
