@@ -32,6 +32,22 @@ def test_controller_integrates_log_density_error_and_brakes_on_the_sparse_side()
     assert c.log_scale == pytest.approx(10.0 * c.integral + PROPORTIONAL * BRAKE * e2)
 
 
+def test_integral_holds_while_the_weights_already_close_the_gap_fast_enough():
+    c = LamController(target=0.9, gain=10.0, ramp=0.0)
+    c.step(0.1, lambda: (0.5, 1000))
+    held = math.log(0.5 / 0.1) * 0.1
+    assert c.integral == pytest.approx(held)
+    # density 0.5 -> 0.2 in a tenth of the phase: at that speed the error log(2) closes well within a
+    # quarter of the 80% left, so a larger lam would only wind up (the weights cannot move faster)
+    c.step(0.2, lambda: (0.8, 1000))
+    assert c.rate == pytest.approx(math.log(0.5 / 0.2) / 0.1)
+    assert c.integral == pytest.approx(held)
+    assert c.log_scale == pytest.approx(10.0 * held + PROPORTIONAL * math.log(2.0))
+    # nearly stalled (0.2 -> 0.19): integrating again
+    c.step(0.3, lambda: (0.81, 1000))
+    assert c.integral == pytest.approx(held + math.log(1.9) * 0.1)
+
+
 def test_setpoint_ramps_in_log_density_from_the_first_measurement():
     c = LamController(target=0.9, gain=0.0, ramp=0.5)
     c.step(0.1, lambda: (0.2, 1000))
@@ -78,7 +94,7 @@ def test_lam_scale_multiplies_the_penalty():
     assert l0.penalty(model).item() == pytest.approx(0.25 * base)
 
 
-def test_masks_cut_at_the_target_and_report_the_rule_before_the_cut():
+def test_masks_cut_at_the_target_and_report_the_rule_before_the_cut(caplog):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(50, 40), nn.ReLU(), nn.Linear(40, 10))
     method = build_method(L1Config(lam=1e-3, target_sparsity=0.8), 100, (50,), PruneConfig(rule=PruneRule.std, threshold=0.25))
@@ -89,6 +105,7 @@ def test_masks_cut_at_the_target_and_report_the_rule_before_the_cut():
     by_hand = sum(int((m.weight.abs() < 0.25 * m.weight.std()).sum()) for m in (model[0], model[2])) / 2400
     assert method.before_cut == pytest.approx(by_hand, abs=1e-12)
     assert method.report()["sparsity_before_cut"] == method.before_cut and method.report()["lam_final"] == 1e-3
+    assert "the regularizer alone stopped 65.3 points from method.target_sparsity" in caplog.text  # untrained
 
 
 # ---------------------------------------------------------------- landing, end to end
@@ -110,7 +127,7 @@ def test_lam_is_steered_to_the_target_from_a_start_10x_off(tmp_path, method, lam
     results = _steered_run(tmp_path, method, lam)
     report = results["method"]
     assert results["final"]["sparsity"] == pytest.approx(0.7, abs=0.01)
-    # the regularizer itself got there: it lands 1.4 to 5.2 points off in these 240-step runs
+    # the regularizer itself got there: it lands 0.9 to 5.1 points off in these 240-step runs
     # (held fixed, these lams give 0.41 and a dead network for l1, 0.45 and 0.81 for hoyer)
     assert report["steered_sparsity"] == pytest.approx(0.7, abs=0.07)
     ratio = report["lam_final"] / report["lam_start"]
@@ -152,20 +169,24 @@ def _tiny_l0_run(lam: float, target: float, steps: int = 400):
 
 # At a fixed lam, closing the 16 noise inputs (256 of the 352 weights: 72.7%) takes lam 0.1 to
 # about 0.5; lam 0.01 closes 5%, lam 10 closes every gate (accuracy 0.53). A gate of the first
-# layer holds 16 weights, 4.5% of the model: the tolerance is one such gate.
+# layer holds 16 weights, 4.5% of the model: the tolerance is about one such gate.
 @pytest.mark.parametrize("lam, direction", [(0.01, "up"), (10.0, "down")])
 def test_l0_gates_are_steered_to_the_target(lam, direction):
     model, method, x, y = _tiny_l0_run(lam, target=0.73)
-    assert method.gate_sparsity() == pytest.approx(0.73, abs=0.045)
+    # the signal is how far the gates are closed on average: 1 - z per weight
+    assert method.controller.measured == method.gate_sparsity(soft=True) == pytest.approx(0.73, abs=0.05)
     ratio = method.lam() / lam
     assert ratio > 5 if direction == "up" else ratio < 1 / 5
     model.eval()
     assert (model(x).argmax(1) == y).float().mean() > 0.95
+
     masks = method.masks(model, PruneConfig())
-    assert sum(int((~m).sum()) for m in masks.values()) / 352 == pytest.approx(0.73, abs=0.045)
-    assert method.before_cut == method.gate_sparsity()
-    closed = method.inner.layers[0].log_alpha <= math.log(1 / 11)
-    assert not masks["0.weight"][:, closed].any()  # what the gates closed stays pruned
+    closed = method.gate_sparsity()  # gates exactly at 0
+    assert method.before_cut == closed
+    pruned = sum(int((~m).sum()) for m in masks.values())
+    assert pruned == max(round(0.73 * 352), round(closed * 352))  # the target, or more where more gates closed
+    shut = method.inner.layers[0].log_alpha <= math.log(1 / 11)
+    assert not masks["0.weight"][:, shut].any()  # what the gates closed stays pruned
 
 
 # ---------------------------------------------------------------- resume
@@ -208,7 +229,7 @@ def test_resumed_run_continues_the_controller_identically(tmp_path, monkeypatch,
     (["method=l1", "method.target_sparsity=1.0"], "method.target_sparsity must lie in [0, 1) (got 1.0)"),
     (["method=hoyer", "method.target_sparsity=-0.1"], "method.target_sparsity must lie in [0, 1) (got -0.1)"),
     (["method=l1", "method.target_sparsity=0.9", "method.lam=0"], "so method.lam must be > 0 (got 0.0)"),
-    (["method=l0", "method.target_sparsity=0.9", "method.lam_per_layer=[0,0,0]"], "must be > 0 (got 0"),
+    (["method=l0", "method.target_sparsity=0.9", "method.lam_per_layer=[0,0,0]"], "the largest of method.lam_per_layer must be > 0"),
     (["method=l1", "method.target_gain=-1"], "method.target_gain must be >= 0"),
     (["method=l1", "method.target_ramp=1.5"], "method.target_ramp is a share of the training phase"),
 ])  # fmt: skip

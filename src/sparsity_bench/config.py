@@ -154,13 +154,16 @@ class MethodConfig:
         if self.steers_lam and self.target_sparsity is not None:
             _require(
                 self.start_lam() > 0,
-                f"method.target_sparsity steers method.lam by multiplying it, starting from method.lam, "
-                f"so method.lam must be > 0 (got {self.start_lam()}).",
+                f"method.target_sparsity steers lam by multiplying it, starting from {self.start_lam_key()}, "
+                f"so {self.start_lam_key()} must be > 0 (got {self.start_lam()}).",
             )
 
     def start_lam(self) -> float:
-        """The strength the controller starts from (L0-sep: the largest per-layer lam)."""
+        """The strength the controller starts from."""
         return self.lam
+
+    def start_lam_key(self) -> str:
+        return "method.lam"
 
 
 @dataclass
@@ -254,6 +257,9 @@ class L0Config(MethodConfig):
 
     def start_lam(self) -> float:
         return self.lam if self.lam_per_layer is None else max(self.lam_per_layer, default=0.0)
+
+    def start_lam_key(self) -> str:
+        return "method.lam" if self.lam_per_layer is None else "the largest of method.lam_per_layer"
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -40,8 +40,9 @@ class Method:
         """Which weights survive pruning (True = kept)."""
         return magnitude_masks(prunable_weights(model), prune, self.cfg.target_sparsity)
 
-    def gate_sparsity(self) -> float | None:
-        """The fraction of prunable weights whose gates are closed now; None for a method without gates."""
+    def gate_sparsity(self, soft: bool = False) -> float | None:
+        """The fraction of prunable weights whose gates are closed now (soft: how far they are closed on
+        average, gates being in [0, 1]); None for a method without gates."""
         return None
 
     def detach(self, model: nn.Module) -> None:

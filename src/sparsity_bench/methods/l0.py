@@ -416,12 +416,16 @@ class L0(Method):
         return out
 
     @torch.no_grad()
-    def gate_sparsity(self) -> float | None:
-        """The fraction of prunable weights whose deterministic gate is exactly zero."""
+    def gate_sparsity(self, soft: bool = False) -> float | None:
+        """The fraction of prunable weights whose deterministic gate is exactly zero; soft: the weights'
+        mean of 1 - z, which moves as soon as log_alpha does and equals the former once every gate is 0 or 1."""
         if not self.layers:
             return None
         total = sum(layer.original("weight").numel() for layer in self.layers)
-        closed = sum(float((deterministic_gate(layer.log_alpha) == 0).sum()) * layer.group_size for layer in self.layers)
+        closed = 0.0
+        for layer in self.layers:
+            z = deterministic_gate(layer.log_alpha)
+            closed += float((1 - z).sum() if soft else (z == 0).sum()) * layer.group_size
         return closed / total
 
     # ------------------------------------------------------------------ logging

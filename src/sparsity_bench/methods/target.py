@@ -9,9 +9,14 @@ exactly s (prune.scope), so the run lands on s even where the regularizer stoppe
 little short or long; the sparsity the regularizer reached on its own, before that
 cut, is reported next to it (results.json "method").
 
-What is measured (``signal``), every 1/200 of the training phase:
-  - l0: the fraction of prunable weights whose deterministic gate is exactly 0, the
-    method's own prune rule.
+What is measured (the signal), every 1/200 of the training phase:
+  - l0: how far the deterministic gates z are closed, 1 - z averaged over the weights
+    they gate. It equals the fraction of weights whose gate is exactly 0 (l0's own
+    prune rule, reported before the cut) once every gate is 0 or 1, and unlike that
+    fraction it moves as soon as log_alpha does: a gate reaches exactly 0 only after
+    log_alpha has gone from its start (0, or 1.4 for the first layer) below -2.4, at
+    about the learning rate per Adam step, thousands of steps at lr 1e-3, and a
+    controller fed by closed gates alone winds lam up meanwhile.
   - the weight penalties: the fraction of prunable weights below the run's prune
     threshold, |w| < prune.threshold * std(W) (rule=std; rule=abs: |w| < prune.threshold),
     with std(W) frozen at the start of training. The std rule on the current weights
@@ -41,19 +46,24 @@ The control law is proportional-integral, on log lam, for these reasons:
     once the loss is low, and dead ReLU units get none), so overshooting is costly and
     mostly permanent, while falling short is made up later. (Braking the integral too
     left l1 well short after a start 10x too strong: lam wound down too far.)
+  - The integral holds while the measured speed of sparsification (smoothed over 2%
+    of the phase) would close the error within a quarter of the phase that is left.
+    With Adam a parameter moves about lr per step at most, so once lam dominates a
+    weight's (or a gate's) gradient a larger lam no longer speeds it up; integrating
+    on would only wind lam up until the weights arrive, and then overshoot. (l0 on
+    MNIST for 15 epochs, fed by closed gates and integrating throughout, wound lam up
+    and the network died; with the signal above and this hold it ended at 95.4% with
+    lam 22 times method.lam.)
   - lam stays within a factor 1e4 of method.lam; the integral stops growing at that
-    bound (back-calculation), so a target the regularizer cannot reach in the time
-    given does not leave lam wound up.
+    bound (back-calculation). A target the regularizer cannot reach in the time given
+    (l0 in a few epochs) ends with lam at the bound and a warning: the magnitude cut
+    then makes the sparsity, and the result says so.
 
 Shape: a wrapper around the method, not a mixin. A regularizer only exposes
 ``lam_scale`` (the factor its penalty applies to lam; L0 to every layer's lam) and,
 for l0, ``gate_sparsity``; measuring, control, masks at the target and the report
 live here, and the training loop sees one more Method. none, magnitude and td are
 not wrapped: they have no lam (td's knob is method.gamma).
-
-l0: a gate closes once its log_alpha has gone from its start (0, or 1.4 for the first
-layer) below -2.4, at about the learning rate per Adam step: thousands of steps at
-lr 1e-3. Until gates close the signal stays put and lam rises, within its bound.
 
 The controller's state is part of the method's state_dict, so a resumed run continues
 with the same lam. TensorBoard gets method/lam, method/steered_sparsity (the signal)
@@ -79,6 +89,9 @@ MEASUREMENTS = 200  # per training phase, at most one per optimizer step
 PROPORTIONAL = 1.0  # log lam per unit of error, on top of the integral term
 BRAKE = 3.0  # weight of errors on the too-sparse side
 MAX_FACTOR = 1e4  # lam stays within [method.lam / 1e4, method.lam * 1e4]
+RATE_SMOOTHING = 0.02  # share of the phase over which the speed of sparsification is averaged
+CLOSE_WITHIN = 0.25  # the integral holds while the error would close within this share of the phase left
+FAR = 0.05  # warn when the regularizer alone ends further than this from the target
 
 
 def measuring_rule(prune: PruneConfig) -> PruneConfig:
@@ -130,6 +143,8 @@ class LamController:
         self.integral = 0.0
         self.log_scale = 0.0  # log(lam / method.lam)
         self.measured: float | None = None  # the last measured sparsity
+        self.last_log_density: float | None = None
+        self.rate = 0.0  # smoothed speed of sparsification, in log density per phase
 
     def setpoint(self, progress: float) -> float:
         """The log density asked for at `progress`."""
@@ -149,7 +164,16 @@ class LamController:
         if self.start_log_density is None:
             self.start_log_density = max(log_density, self.target_log_density)
         error = log_density - self.setpoint(progress)
-        self.integral += error * (progress - self.last)
+        dp = progress - self.last
+        if self.last_log_density is not None and dp > 0:
+            rate = (self.last_log_density - log_density) / dp  # > 0 while sparsifying, in log density per phase
+            self.rate += min(1.0, dp / RATE_SMOOTHING) * (rate - self.rate)
+        self.last_log_density = log_density
+        # Integrate only while the weights are not already moving fast enough to close the error
+        # within a quarter of the phase that is left (see the module doc: l0's gates).
+        closing = self.rate * error > 0 and abs(self.rate) * (1.0 - progress) * CLOSE_WITHIN >= abs(error)
+        if not closing:
+            self.integral += error * dp
         self.last = progress
         raw = self.gain * self.integral + PROPORTIONAL * braked(error)
         bound = math.log(MAX_FACTOR)
@@ -159,7 +183,7 @@ class LamController:
         return True
 
     def state_dict(self) -> dict[str, Any]:
-        keys = ("steps", "last", "start_log_density", "integral", "log_scale", "measured")
+        keys = ("steps", "last", "start_log_density", "integral", "log_scale", "measured", "last_log_density", "rate")
         return {k: getattr(self, k) for k in keys}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -204,6 +228,15 @@ class TargetSparsity(Method):
             "magnitude pruning takes it to %.2f%%",
             self.cfg.start_lam(), self.lam(), 100 * self.before_cut, 100 * self.cfg.target_sparsity,
         )  # fmt: skip
+        if abs(self.before_cut - self.cfg.target_sparsity) > FAR:
+            at_bound = abs(self.controller.log_scale) >= math.log(MAX_FACTOR) - 1e-9
+            bound = " with lam at its limit (1e4 times or 1e-4 times method.lam)" if at_bound else ""
+            log.warning(
+                "the regularizer alone stopped %.1f points from method.target_sparsity%s: the magnitude cut made up "
+                "the difference; more training epochs (l0 gates close slowly) or a method.lam nearer the mark let the "
+                "regularizer get there itself",
+                100 * abs(self.before_cut - self.cfg.target_sparsity), bound,
+            )  # fmt: skip
         return self.inner.masks(model, prune)
 
     def detach(self, model: nn.Module) -> None:
@@ -221,8 +254,8 @@ class TargetSparsity(Method):
     def histograms(self, model: nn.Module) -> dict[str, torch.Tensor]:
         return self.inner.histograms(model)
 
-    def gate_sparsity(self) -> float | None:
-        return self.inner.gate_sparsity()
+    def gate_sparsity(self, soft: bool = False) -> float | None:
+        return self.inner.gate_sparsity(soft)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -256,6 +289,6 @@ class TargetSparsity(Method):
         return self.cfg.start_lam() * self.inner.lam_scale
 
     def _measure(self) -> tuple[float, int]:
-        gates = self.inner.gate_sparsity()
+        gates = self.inner.gate_sparsity(soft=True)
         sparsity = gates if gates is not None else fraction_below(self.model, self.thresholds)
         return sparsity, self.n_weights
