@@ -284,7 +284,7 @@ def test_bad_configs_are_refused_in_one_sentence():
         (["method=l0", "method.foo=1"], "Unknown config key 'method.foo'"),
         (["method=l0", "method.per_example=true", "method.granularity=weight"], "method.per_example=true needs"),
         (["method=l0", "method.droprate_init=1"], "method.droprate_init must lie in (0, 1)"),
-        (["method=l0", "method.target_sparsity=0.5"], "not supported by method=l0"),
+        (["method=l0", "method.target_sparsity=1.5"], "method.target_sparsity must lie in [0, 1)"),
     ]:
         problem = preflight(args)
         assert problem is not None and expected in problem and "\n" not in problem

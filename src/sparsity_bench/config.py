@@ -232,9 +232,20 @@ class SyntheticConfig(InMemoryConfig):
 # ---------------------------------------------------------------- methods
 @dataclass
 class MethodConfig:
+    """Keys of every method. With target_sparsity set, a regularizer (steers_lam) has its lam
+    steered during training toward that sparsity, starting from method.lam (methods/target.py);
+    the other methods are magnitude-pruned to it after training."""
+
+    steers_lam: ClassVar[bool] = False  # lam is a regularizer's strength that target_sparsity may steer
+
     name: str = MISSING
     lam: float = 0.0
     target_sparsity: Optional[float] = None
+    # With target_sparsity on a regularizer (methods/target.py): the controller's integral gain
+    # (log lam per unit of log(density / asked density) per training phase), and the share of
+    # the training phase over which the asked sparsity ramps up to target_sparsity.
+    target_gain: float = 12.0
+    target_ramp: float = 0.3
 
     def __post_init__(self) -> None:
         _require(self.lam >= 0, f"method.lam must be >= 0 (got {self.lam}).")
@@ -242,6 +253,24 @@ class MethodConfig:
             self.target_sparsity is None or 0.0 <= self.target_sparsity < 1.0,
             f"method.target_sparsity must lie in [0, 1) (got {self.target_sparsity}).",
         )
+        _require(self.target_gain >= 0, f"method.target_gain must be >= 0 (got {self.target_gain}).")
+        _require(
+            0.0 <= self.target_ramp <= 1.0,
+            f"method.target_ramp is a share of the training phase and must lie in [0, 1] (got {self.target_ramp}).",
+        )
+        if self.steers_lam and self.target_sparsity is not None:
+            _require(
+                self.start_lam() > 0,
+                f"method.target_sparsity steers lam by multiplying it, starting from {self.start_lam_key()}, "
+                f"so {self.start_lam_key()} must be > 0 (got {self.start_lam()}).",
+            )
+
+    def start_lam(self) -> float:
+        """The strength the controller starts from."""
+        return self.lam
+
+    def start_lam_key(self) -> str:
+        return "method.lam"
 
 
 @dataclass
@@ -251,24 +280,28 @@ class NoneConfig(MethodConfig):
 
 @dataclass
 class L1Config(MethodConfig):
+    steers_lam: ClassVar[bool] = True
     name: str = "l1"
     lam: float = 1e-4
 
 
 @dataclass
 class L2Config(MethodConfig):
+    steers_lam: ClassVar[bool] = True
     name: str = "l2"
     lam: float = 1e-4
 
 
 @dataclass
 class HoyerConfig(MethodConfig):
+    steers_lam: ClassVar[bool] = True
     name: str = "hoyer"
     lam: float = 1e-4
 
 
 @dataclass
 class GroupHoyerConfig(MethodConfig):
+    steers_lam: ClassVar[bool] = True
     name: str = "group_hoyer"
     lam: float = 1e-4
     l2: float = 0.0  # beta * ||W||^2 of the paper's structural runs
@@ -280,6 +313,7 @@ class GroupHoyerConfig(MethodConfig):
 
 @dataclass
 class GroupLassoConfig(MethodConfig):
+    steers_lam: ClassVar[bool] = True
     name: str = "group_lasso"
     lam: float = 1e-4
 
@@ -321,6 +355,7 @@ class TDConfig(MethodConfig):
 class L0Config(MethodConfig):
     """Hard-concrete L0 gates (Louizos et al. 2018); see conf/method/l0.yaml for the meaning of each key."""
 
+    steers_lam: ClassVar[bool] = True
     name: str = "l0"
     lam: float = 0.1  # lambda_code: the L0 term is (lam / N) * expected number of non-zero weights
     lam_per_layer: Optional[list[float]] = None  # L0-sep: one lam per prunable layer (overrides lam)
@@ -333,12 +368,14 @@ class L0Config(MethodConfig):
     # gated units are not shared with another layer (a residual sum), with weight gates every prunable layer
     layers: Optional[list[str]] = None
 
+    def start_lam(self) -> float:
+        return self.lam if self.lam_per_layer is None else max(self.lam_per_layer, default=0.0)
+
+    def start_lam_key(self) -> str:
+        return "method.lam" if self.lam_per_layer is None else "the largest of method.lam_per_layer"
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        _require(
-            self.target_sparsity is None,
-            "method.target_sparsity is not supported by method=l0: its sparsity follows from method.lam.",
-        )
         for key in ("droprate_init", "droprate_init_first"):
             value = getattr(self, key)
             _require(0 < value < 1, f"method.{key} must lie in (0, 1) (got {value}).")

@@ -115,7 +115,7 @@ class Pipeline:
         self.accel = Accel.resolve(cfg, self.device, model)
         self.model = self.accel.prepare(model)
         check_layer_names(cfg.curve.exclude, [n for n, _ in prunable_layers(self.model)], "curve.exclude")
-        self.method: Method = build_method(cfg.method, len(self.data.train), self.data.input_shape)
+        self.method: Method = build_method(cfg.method, len(self.data.train), self.data.input_shape, cfg.prune)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.masks: Masks | None = None
         self.phases: dict[str, dict] = {}
@@ -309,6 +309,7 @@ class Pipeline:
                 "phases": self.phases,
                 "prune_curve": self.prune_curve,
                 "layers": layers,
+                "method": self.method.report(),
                 "speed": speed,
                 "config": self.config_dict,
                 "environment": {

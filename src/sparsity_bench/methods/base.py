@@ -22,6 +22,9 @@ class Method:
         self.cfg = cfg
         self.n_train = n_train  # training-set size: some penalties are scaled by 1/N
         self.input_shape = input_shape  # one example's shape, for FLOPs-aware methods
+        # Multiplies method.lam (L0: every layer's lam) in the penalty. It stays 1 unless
+        # method.target_sparsity steers lam (methods/target.py).
+        self.lam_scale = 1.0
 
     def attach(self, model: nn.Module) -> None:
         """Wrap the model's layers where the method needs it (gates, masking)."""
@@ -43,6 +46,11 @@ class Method:
         """Which weights of the prunable layers survive; by default the run's prune rule (or method.target_sparsity)."""
         return magnitude_masks(prunable_weights(model), prune, self.cfg.target_sparsity)
 
+    def gate_sparsity(self, soft: bool = False) -> float | None:
+        """The fraction of prunable weights whose gates are closed now (soft: how far they are closed on
+        average, gates being in [0, 1]); None for a method without gates."""
+        return None
+
     def detach(self, model: nn.Module) -> None:
         """Undo attach, leaving a plain model whose weights are what the method trained."""
 
@@ -60,6 +68,10 @@ class Method:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
 
+    def report(self) -> dict[str, Any]:
+        """What results.json records about the method (under "method") once the run is done."""
+        return {}
+
 
 class WeightPenalty(Method):
     """lam * sum over prunable weights of f(W): the family of L1, L2 and friends."""
@@ -70,4 +82,4 @@ class WeightPenalty(Method):
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
         if self.cfg.lam == 0:
             return None
-        return self.cfg.lam * sum(self.term(w) for w in prunable_weights(model).values())
+        return self.cfg.lam * self.lam_scale * sum(self.term(w) for w in prunable_weights(model).values())

@@ -61,7 +61,7 @@ from ..config import ConfigError, GateGranularity, PruneConfig
 from ..metrics.coupling import Structure, structure_or_none
 from ..metrics.flops import output_positions
 from ..metrics.sparsity import prunable_layers
-from ..pruning import Masks, match_layers
+from ..pruning import Masks, magnitude_masks, match_layers
 from .base import Method
 
 GAMMA, ZETA, BETA = -0.1, 1.1, 2.0 / 3.0  # stretch interval (gamma, zeta) and temperature
@@ -477,13 +477,14 @@ class L0(Method):
                 torch.full((la.numel(),), layer.lam * layer.group_size / self.n_train, device=la.device, dtype=la.dtype)
                 for la, layer in zip(las, self.layers)
             ])  # fmt: skip
+        cost0 = self._cost0 if self.lam_scale == 1.0 else self._cost0 * self.lam_scale
         if self.cfg.weight_decay == 0:
-            return torch.dot(torch.sigmoid(_flat(las) - LOG_RATIO), self._cost0)
+            return torch.dot(torch.sigmoid(_flat(las) - LOG_RATIO), cost0)
         ws = [layer.original("weight") for layer in self.layers]
         gbs = [layer.original("bias") if layer.gated_bias else None for layer in self.layers]
         ubs = [None if layer.gated_bias else layer.module.bias for layer in self.layers]
         plan = [(layer.dims, layer.view) for layer in self.layers]
-        return _Penalty.apply(self._cost0, float(self.cfg.weight_decay), plan, *las, *ws, *gbs, *ubs)
+        return _Penalty.apply(cost0, float(self.cfg.weight_decay), plan, *las, *ws, *gbs, *ubs)
 
     @torch.no_grad()
     def step(self, progress: float) -> None:
@@ -498,8 +499,10 @@ class L0(Method):
     def weight_masks(self, model: nn.Module, prune: PruneConfig) -> Masks:
         """The weights whose deterministic gate is exactly zero are pruned; prune.* plays no part.
 
-        A gated Conv2d bias gets a mask too, and so do the scale and shift of a BatchNorm
-        that carries the gates, so a closed filter stays silent through finetuning.
+        With method.target_sparsity, the weight masks are magnitude masks at that sparsity of
+        the gated weights theta_tilde * z (closed gates give exact zeros, which stay pruned),
+        under prune.scope. A gated Conv2d bias gets a mask too, and so do the scale and shift
+        of a BatchNorm that carries the gates, so a closed filter stays silent through finetuning.
         """
         out: Masks = {}
         for layer in self.layers:
@@ -511,7 +514,23 @@ class L0(Method):
             if layer.norm is not None:
                 out[f"{layer.norm}.weight"] = keep.clone()
                 out[f"{layer.norm}.bias"] = keep.clone()
+        if self.cfg.target_sparsity is not None:
+            gated = {f"{layer.name}.weight": layer.module.weight for layer in self.layers}  # deterministic gates
+            out.update(magnitude_masks(gated, prune, self.cfg.target_sparsity))
         return out
+
+    @torch.no_grad()
+    def gate_sparsity(self, soft: bool = False) -> float | None:
+        """The fraction of prunable weights whose deterministic gate is exactly zero; soft: the weights'
+        mean of 1 - z, which moves as soon as log_alpha does and equals the former once every gate is 0 or 1."""
+        if not self.layers:
+            return None
+        total = sum(layer.original("weight").numel() for layer in self.layers)
+        closed = 0.0
+        for layer in self.layers:
+            z = deterministic_gate(layer.log_alpha)
+            closed += float((1 - z).sum() if soft else (z == 0).sum()) * layer.group_size
+        return closed / total
 
     # ------------------------------------------------------------------ logging
     def _plan_flops(self, model: nn.Module) -> list[tuple]:
