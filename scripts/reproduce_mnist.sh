@@ -16,4 +16,4 @@ for preset in $PRESETS; do
     $PY -m sparsity_bench +experiment="$preset" seed="$seed" progress=false ${EXTRA:-} hydra.run.dir="$OUT/$preset/seed$seed"
   done
 done
-$PY scripts/paper_results.py "$OUT" --out docs/RESULTS.md
+$PY scripts/paper_results.py "$OUT" --out "${RESULTS:-docs/RESULTS.md}"

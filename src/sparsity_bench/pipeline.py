@@ -37,6 +37,15 @@ log = logging.getLogger("sparsity_bench")
 
 from .errors import ConfigError, TrainingDiverged  # noqa: E402
 
+def _machine(device: torch.device) -> str:
+    """What ran the job, for the record next to its timings."""
+    import os
+    import platform
+
+    where = f"{platform.machine()}, {os.cpu_count()} CPUs"
+    return f"{where}, {torch.cuda.get_device_name(device)}" if device.type == "cuda" else where
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -314,7 +323,7 @@ class Pipeline:
                 "config": self.config_dict,
                 "environment": {
                     "torch": torch.__version__, "device": str(self.device), "threads": torch.get_num_threads(),
-                    "accel": self.accel.describe(),
+                    "accel": self.accel.describe(), "machine": _machine(self.device),
                 },  # fmt: skip
             }
             self.rec.results(results)
