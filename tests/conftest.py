@@ -43,3 +43,37 @@ def subprocess_env() -> dict:
 
     src = str(Path(sparsity_bench.__file__).resolve().parents[1])
     return {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+
+
+class Killed(Exception):
+    """Stands for the process dying right after a checkpoint."""
+
+
+def run_interrupted(cfg: RunConfig, run_dir, monkeypatch, stop_after: int) -> tuple:
+    """Run cfg into run_dir, die after checkpoint number stop_after, rerun to the end: (pipeline, results)."""
+    from sparsity_bench.pipeline import Pipeline
+
+    saves = {"n": 0}
+    real_save = Pipeline._save
+
+    def dying_save(self, *args, **kwargs):
+        real_save(self, *args, **kwargs)
+        saves["n"] += 1
+        if saves["n"] == stop_after:
+            raise Killed
+
+    monkeypatch.setattr(Pipeline, "_save", dying_save)
+    with pytest.raises(Killed):
+        Pipeline(cfg, run_dir, {}).run()
+    monkeypatch.setattr(Pipeline, "_save", real_save)
+    pipe = Pipeline(cfg, run_dir, {})
+    return pipe, pipe.run()
+
+
+@pytest.fixture
+def one_thread():
+    """Small convs run faster on one thread than on two that other work on the machine contends for."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -24,13 +24,7 @@ from sparsity_bench.pipeline import Pipeline
 from sparsity_bench.pruning import _param, apply_masks
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small convs run faster on one thread than on two that the machine's other work contends for."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def n_params(model: nn.Module) -> int:

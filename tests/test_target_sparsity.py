@@ -13,7 +13,7 @@ from sparsity_bench.methods import build_method
 from sparsity_bench.methods.target import BRAKE, MAX_FACTOR, PROPORTIONAL, LamController, TargetSparsity
 from sparsity_bench.pipeline import Pipeline
 
-from conftest import small_run, trained_outcome
+from conftest import run_interrupted, small_run, trained_outcome
 
 
 # ---------------------------------------------------------------- the control law, by hand
@@ -190,10 +190,6 @@ def test_l0_gates_are_steered_to_the_target(lam, direction):
 
 
 # ---------------------------------------------------------------- resume
-class Killed(Exception):
-    pass
-
-
 @pytest.mark.parametrize("stop_after", [2, 4])  # mid-train, mid-finetune
 def test_resumed_run_continues_the_controller_identically(tmp_path, monkeypatch, stop_after):
     cfg = small_run("lenet300", "l1", epochs=3, ft_epochs=2, lam=1e-4, target_sparsity=0.6)
@@ -202,20 +198,7 @@ def test_resumed_run_continues_the_controller_identically(tmp_path, monkeypatch,
     cfg.threads = 1
     reference = Pipeline(cfg, tmp_path / "whole", {}).run()
 
-    saves = {"n": 0}
-    real_save = Pipeline._save
-
-    def dying_save(self, *args, **kwargs):
-        real_save(self, *args, **kwargs)
-        saves["n"] += 1
-        if saves["n"] == stop_after:
-            raise Killed
-
-    monkeypatch.setattr(Pipeline, "_save", dying_save)
-    with pytest.raises(Killed):
-        Pipeline(cfg, tmp_path / "cut", {}).run()
-    monkeypatch.setattr(Pipeline, "_save", real_save)
-    resumed = Pipeline(cfg, tmp_path / "cut", {}).run()
+    _, resumed = run_interrupted(cfg, tmp_path / "cut", monkeypatch, stop_after)
 
     assert resumed["method"] == reference["method"]
     assert reference["method"]["lam_final"] != 1e-4  # the controller did move lam
