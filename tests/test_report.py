@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from sparsity_bench.cli import preflight
-from sparsity_bench.report import collect, group_runs, pareto_front, summarize, swept_keys
+from sparsity_bench.report import collect, display_rows, group_runs, pareto_front, summarize, swept_keys
 
 SMALL = ["dataset=synthetic", "dataset.train_size=400", "dataset.val_size=100", "dataset.test_size=100",
          "train.epochs=1", "finetune.epochs=1", "histograms=false"]  # fmt: skip
@@ -76,17 +76,20 @@ def test_report_writes_table_csv_plots_and_lists_skipped_jobs(sweep):
 
 
 def test_report_groups_seeds_and_separates_other_swept_keys(tmp_path):
-    def job(name, method, lam, seed, acc, epochs=1):
+    def job(name, method, lam, seed, acc, epochs=1, steered=None):
         d = tmp_path / name
         d.mkdir()
         final = {"test_acc": acc, "sparsity": 0.5 + lam, "params_nonzero": 10, "params_total": 20, "flops_dense": 40,
                  "flops_effective": 20, "architecture": "5-4", "speedup_measured": None}  # fmt: skip
         config = {"method": {"name": method, "lam": lam, "target_sparsity": None}, "model": {"name": "lenet300", "hidden": [300, 100]},
                   "dataset": {"name": "synthetic"}, "seed": seed, "train": {"epochs": epochs}, "device": "cpu" if seed else "cuda"}  # fmt: skip
-        (d / "results.json").write_text(json.dumps({"status": "finished", "final": final, "config": config}))
+        results = {"status": "finished", "final": final, "config": config}
+        if steered:
+            results["method"] = {"lam_final": steered[0], "sparsity_before_cut": steered[1]}
+        (d / "results.json").write_text(json.dumps(results))
 
-    job("0_a", "l1", 0.1, 0, 0.90)
-    job("1_a", "l1", 0.1, 1, 0.80)
+    job("0_a", "l1", 0.1, 0, 0.90, steered=(0.2, 0.94))
+    job("1_a", "l1", 0.1, 1, 0.80, steered=(0.4, 0.96))
     job("2_a", "l1", 0.1, 2, 0.85, epochs=2)
     job("3_a", "hoyer", 0.1, 0, 0.70)
     runs, skipped = collect([tmp_path])
@@ -98,6 +101,12 @@ def test_report_groups_seeds_and_separates_other_swept_keys(tmp_path):
     l1 = rows[1]
     assert l1["seeds"] == "0,1" and math.isclose(l1["test_acc_mean"], 0.85)
     assert math.isclose(l1["test_acc_std"], math.sqrt(0.005)) and l1["flops_reduction"] == 2.0
+    # where method.target_sparsity steered lam, the report says where lam and the regularizer ended
+    assert math.isclose(l1["lam_final_mean"], 0.3) and math.isclose(l1["sparsity_before_cut_mean"], 0.95)
+    assert rows[0]["lam_final_mean"] is None
+    headers, cells = display_rows(rows, extra)
+    assert headers[-2:] == ["lam final", "before cut %"] and cells[1][-2:] == ["0.3", "95.00"] and cells[0][-2:] == ["", ""]
+    assert display_rows(rows[:1], extra)[0][-1] == "speedup"  # no steered run, no such columns
 
 
 @pytest.mark.parametrize(

@@ -57,6 +57,7 @@ class Run:
     final: dict
     config: dict  # flattened: "method.lam" -> value
     seed: Any
+    method: dict = field(default_factory=dict)  # results.json "method": e.g. the lam method.target_sparsity steered to
 
 
 @dataclass
@@ -128,7 +129,8 @@ def load_run(path: Path) -> Run | Skipped:
     if missing:
         return Skipped(path, f"results.json lacks final.{missing[0]}")
     config = flatten(data.get("config") or {})
-    return Run(path, final, config, config.get("seed"))
+    method = data.get("method") if isinstance(data.get("method"), dict) else {}
+    return Run(path, final, config, config.get("seed"), method)
 
 
 def collect(roots: Sequence[Path]) -> tuple[list[Run], list[Skipped]]:
@@ -199,6 +201,7 @@ def summarize(group: Group, extra: Sequence[str]) -> dict[str, Any]:
     flops_eff = _mean(col("flops_effective"))
     flops_dense = Counter(col("flops_dense")).most_common(1)[0][0]
     speedups = col("speedup_measured")
+    steered = lambda k: [float(r.method[k]) for r in group.runs if isinstance(r.method.get(k), (int, float))]  # noqa: E731
     row.update({
         "n_seeds": len(group.runs),
         "seeds": ",".join(str(r.seed) for r in group.runs),
@@ -211,6 +214,9 @@ def summarize(group: Group, extra: Sequence[str]) -> dict[str, Any]:
         "flops_effective_mean": flops_eff, "flops_effective_std": _std(col("flops_effective")),
         "flops_reduction": flops_dense / flops_eff if flops_eff > 0 else math.nan,
         "speedup_measured_mean": _mean(speedups) if speedups else None,
+        # method.target_sparsity runs: where lam ended, and the sparsity the regularizer reached before the cut
+        "lam_final_mean": _mean(steered("lam_final")) if steered("lam_final") else None,
+        "sparsity_before_cut_mean": _mean(steered("sparsity_before_cut")) if steered("sparsity_before_cut") else None,
         "run_dirs": " ".join(str(r.path) for r in group.runs),
     })  # fmt: skip
     return row
@@ -264,6 +270,9 @@ def display_rows(rows: Sequence[dict], extra: Sequence[str]) -> tuple[list[str],
     """Headers and string cells for the markdown and terminal tables."""
     headers = ["method", "model", "dataset", "lam", "target", *extra, "seeds", "test acc %", "sparsity %",
                "non-zero", "architecture", "FLOPs dense", "FLOPs eff.", "fewer", "speedup"]  # fmt: skip
+    steered = any(r.get("lam_final_mean") is not None for r in rows)
+    if steered:  # only sweeps that used method.target_sparsity get these columns
+        headers += ["lam final", "before cut %"]
     cells = []
     for r in rows:
         cells.append([
@@ -274,6 +283,9 @@ def display_rows(rows: Sequence[dict], extra: Sequence[str]) -> tuple[list[str],
             fmt_count(r["flops_effective_mean"]), "" if math.isnan(r["flops_reduction"]) else f"{r['flops_reduction']:.1f}x",
             "" if r["speedup_measured_mean"] is None else f"{r['speedup_measured_mean']:.2f}x",
         ])  # fmt: skip
+        if steered:
+            before = r.get("sparsity_before_cut_mean")
+            cells[-1] += [_g(r.get("lam_final_mean")), "" if before is None else f"{100 * before:.2f}"]
     return headers, cells
 
 
