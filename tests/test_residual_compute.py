@@ -172,14 +172,20 @@ def random_structured(model, shape, g):
     remove_filters(model, shape, filters)
 
 
-@pytest.mark.parametrize("name", list(TINY))
-def test_slimmed_model_equals_the_masked_one_for_random_structured_masks(name):
-    torch.manual_seed(0)
+def randomly_slimmable(name: str, seed: int):
+    """A tiny model of TINY in eval mode, with trained-looking BatchNorms and random structured zeros."""
     make, shape = TINY[name]
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     model = make().eval()
     trained_batchnorms(model, g)
     random_structured(model, shape, g)
+    return model, shape, g
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_slimmed_model_equals_the_masked_one_for_random_structured_masks(name):
+    torch.manual_seed(0)
+    model, shape, g = randomly_slimmable(name, seed=0)
     x = torch.rand(32, *shape, generator=g)
     m = measure(model, shape)
     assert m["flops_structural"] < m["flops_dense"]
@@ -193,11 +199,7 @@ def test_slimmed_model_equals_the_masked_one_for_random_structured_masks(name):
 
 
 def test_slim_pt_of_a_resnet_loads_and_runs_with_torch_load_alone(tmp_path):
-    make, shape = TINY["resnet32"]
-    g = torch.Generator().manual_seed(2)
-    model = make().eval()
-    trained_batchnorms(model, g)
-    random_structured(model, shape, g)
+    model, shape, g = randomly_slimmable("resnet32", seed=2)
     x = torch.rand(8, *shape, generator=g)
     result = slim(model, x)
     assert result.standalone is True

@@ -17,6 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import distributed
+from .atomic import atomic_path
 from .accel import Accel
 from .config import Granularity, Optim, RunConfig, Schedule, TrainConfig
 from .curve import prune_curve
@@ -147,9 +148,8 @@ class Pipeline:
         if not self.dist.is_main:  # rank 0 writes; every rank resumes from its file
             return
         self.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.ckpt_path.with_suffix(".pt.tmp")
-        torch.save(state, tmp)
-        tmp.replace(self.ckpt_path)  # atomic: a crash mid-write leaves the previous checkpoint
+        with atomic_path(self.ckpt_path) as tmp:  # a crash mid-write leaves the previous checkpoint
+            torch.save(state, tmp)
 
     def _load(self) -> dict | None:
         if not self.ckpt_path.is_file():

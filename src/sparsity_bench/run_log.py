@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .atomic import atomic_path
 from .metrics.sparsity import prunable_layers
 
 log = logging.getLogger("sparsity_bench")
@@ -40,12 +41,10 @@ def _lookup(cfg: dict, dotted: str) -> Any:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(obj, f, indent=2, default=str)
         f.flush()
         os.fsync(f.fileno())
-    tmp.replace(path)
 
 
 EVENTS_GLOB = "events.out.tfevents.*"

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
+
 _UBYTE = 0x08
 
 
@@ -13,11 +15,9 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     """IDX: two zero bytes, the type code (0x08 = ubyte), the rank, big-endian int32 dims, data."""
     array = np.ascontiguousarray(array, dtype=np.uint8)
     header = struct.pack(">BBBB", 0, 0, _UBYTE, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(header)
         f.write(array.tobytes())
-    tmp.replace(path)
 
 
 def read_idx(path: Path) -> np.ndarray:

@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ..atomic import atomic_path
 from .coupling import Group, build_graph, channel_state, is_plain_layer, is_router, to_group
 from .sparsity import prunable_layers
 
@@ -254,9 +255,8 @@ def save(model: nn.Module, path: Path) -> Path:
     """Pickle the slimmed model (on CPU): torch.load(path, weights_only=False) gives it back."""
     path = Path(path)
     cpu = copy.deepcopy(model).cpu().eval()
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(cpu, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(cpu, tmp)
     return path
 
 
