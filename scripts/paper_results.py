@@ -7,6 +7,10 @@ each preset's runs in <folder>/<preset>/seed<k>), and for every paper row prints
 the paper's number, ours per seed (error, architecture, non-zero weights, FLOPs),
 whether the project's target is met, the exact command, the wall time and the
 machine. Rows without runs are listed as not run, never guessed.
+
+docs/RESULTS.md also holds text written by hand (what the numbers mean, the best
+points found beyond the papers): only the part between the two marker lines below
+is rewritten, so rerunning the script never loses it.
 """
 from __future__ import annotations
 
@@ -83,9 +87,19 @@ def _command(run: Run) -> str:
     return "python -m sparsity_bench " + " ".join(yaml.safe_load(overrides.read_text()) or [])
 
 
+def _phases(run: Run) -> dict:
+    return json.loads((run.path / "results.json").read_text()).get("phases", {})
+
+
 def _seconds(run: Run) -> float:
-    data = json.loads((run.path / "results.json").read_text())
-    return sum(p.get("seconds") or 0 for p in data.get("phases", {}).values())
+    return sum(p.get("seconds") or 0 for p in _phases(run).values())
+
+
+def _schedule(run: Run) -> str:
+    """Epochs actually run, e.g. "250+50" (train + finetune): shortened runs show here."""
+    phases = _phases(run)
+    train, finetune = (phases.get(k, {}).get("epochs") or 0 for k in ("train", "finetune"))
+    return f"{train}+{finetune}" if finetune else f"{train}"
 
 
 def _machine(run: Run) -> str:
@@ -96,7 +110,7 @@ def _machine(run: Run) -> str:
 
 def row_lines(row: PaperRow, runs: list[Run]) -> list[str]:
     if not runs:
-        return [f"| {row.model} | {row.method} | {row.paper} | {row.target} | not run | | | | | |"]
+        return [f"| {row.model} | {row.method} | {row.paper} | {row.target} | not run | | | | | | |"]
     lines = []
     for run in sorted(runs, key=lambda r: str(r.seed)):
         f = run.final
@@ -104,35 +118,46 @@ def row_lines(row: PaperRow, runs: list[Run]) -> list[str]:
         flops = f"{_flops(f):.1f}%"
         lines.append(
             f"| {row.model} | {row.method} | {row.paper} | {row.target} | {_err(f):.2f}% | {f['architecture']} | "
-            f"{_nz(f):.2f}% | {flops} | {met} | seed {run.seed}, {_seconds(run) / 60:.0f} min |"
+            f"{_nz(f):.2f}% | {flops} | {_schedule(run)} | {met} | seed {run.seed}, {_seconds(run) / 60:.0f} min |"
         )
     return lines
 
 
-def write(root: Path) -> str:
+START, END = "<!-- paper table: written by scripts/paper_results.py -->", "<!-- end of paper table -->"
+
+
+def table(root: Path) -> str:
     runs, skipped = collect([root])
     by_preset: dict[str, list[Run]] = {}
     for run in runs:
         preset = run.path.relative_to(root).parts[0]
         by_preset.setdefault(preset, []).append(run)
     out = [
-        "# Results on real MNIST",
-        "",
+        START,
         "Every row: the paper's number, then ours (test error, units kept per layer, non-zero weights,",
-        "structural FLOPs as a share of dense, whether the project's target is met), one line per seed.",
+        "structural FLOPs as a share of dense, epochs run as train+finetune, whether the project's",
+        "target is met), one line per seed.",
         "",
-        "| model | method | paper | target | error | architecture | non-zero | FLOPs | met | run |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | method | paper | target | error | architecture | non-zero | FLOPs | epochs | met | run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in ROWS:
         out += row_lines(row, by_preset.get(row.preset, []))
-    out += ["", "## Commands and machines", ""]
+    out += ["", "Commands and machines:", ""]
     for row in ROWS:
         for run in sorted(by_preset.get(row.preset, []), key=lambda r: str(r.seed)):
             out.append(f"- `{_command(run)}` ({_machine(run)})")
     if skipped:
-        out += ["", "## Runs not counted", ""] + [f"- {s.path}: {s.reason}" for s in skipped]
-    return "\n".join(out) + "\n"
+        out += ["", "Runs not counted:", ""] + [f"- {s.path}: {s.reason}" for s in skipped]
+    return "\n".join(out + [END])
+
+
+def write(root: Path, page: str = "") -> str:
+    """The results page: `page` (the current file's text) with its table replaced, or a new page."""
+    if START in page and END in page:
+        head, rest = page.split(START, 1)
+        return head + table(root) + rest.split(END, 1)[1]
+    return "# Results on real MNIST\n\n" + table(root) + "\n" + page
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -142,7 +167,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parser.parse_args(argv)
     if not args.root.is_dir():
         raise SystemExit(f"error: {args.root} is not a directory; run scripts/reproduce_mnist.sh first.")
-    text = write(args.root)
+    text = write(args.root, args.out.read_text() if args.out.is_file() else "")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)

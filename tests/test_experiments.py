@@ -64,5 +64,10 @@ def test_results_page_puts_our_runs_next_to_the_paper(tmp_path):
     ours = [line for line in page.splitlines() if line.startswith("| LeNet-300-100 | L0, lambda 0.1/N")]
     assert len(ours) == 1 and "219-214-100 at 1.4% error" in ours[0] and "seed 0" in ours[0]
     assert "| LeNet-5 | L0-sep | 9-18-65-25 at 1.0% error | error <= 1.1%, no layer larger | not run |" in page
+    assert "| 1+1 | " in ours[0]  # the epochs actually run (SMOKE: 1 + 1): a shortened run says so
+    # Rewriting the page replaces the table and keeps the text written around it.
+    edited = page.replace(paper_results.START, "Notes above.\n" + paper_results.START) + "\nNotes below.\n"
+    again = paper_results.write(tmp_path, edited)
+    assert again.count("| LeNet-300-100 | L0, lambda 0.1/N") == 1 and "Notes above." in again and "Notes below." in again
     assert paper_results.no_layer_larger("219-200-100", "219-214-100")
     assert not paper_results.no_layer_larger("220-200-100", "219-214-100")
