@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from sparsity_bench.config import PruneConfig, PruneRule, Scope
-from sparsity_bench.pruning import apply_masks, magnitude_masks
+from sparsity_bench.pruning import apply_masks, damage_warning, heaviest_tail, magnitude_masks
 
 
 def test_std_rule_matches_hand_threshold():
@@ -46,3 +46,19 @@ def test_apply_masks_zeroes_in_place():
     mask = torch.tensor([[True, False, True], [False, True, True]])
     apply_masks(model, {"0.weight": mask})
     assert torch.equal(lin.weight != 0, mask)
+
+
+def test_pruning_that_wrecks_accuracy_is_named_with_its_cause():
+    lin = torch.nn.Linear(100, 10)
+    with torch.no_grad():
+        lin.weight.fill_(0.01)
+        lin.weight[0, 0] = 100.0  # one weight dominates std: std-scaled thresholds cut everything else
+    masks = {"weight": torch.ones(10, 100, dtype=torch.bool)}
+    tail = heaviest_tail(lin, masks)
+    w = lin.weight.detach()
+    assert tail == pytest.approx(float(w.abs().max() / w.std()), rel=1e-6) and tail > 10
+    std = PruneConfig(rule="std", threshold=0.25)
+    assert damage_warning(0.98, 0.60, 10, tail, std) is None  # lost less than half the way to chance (10%)
+    message = damage_warning(0.98, 0.10, 10, tail, std)
+    assert "98.00% to 10.00%" in message and "train.weight_decay" in message
+    assert "weight_decay" not in damage_warning(0.98, 0.10, 10, tail, PruneConfig(rule="abs", threshold=0.1))

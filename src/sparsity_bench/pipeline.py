@@ -29,7 +29,7 @@ from .metrics.slim import max_abs_diff, save as save_slim, slim as slim_model
 from .metrics.sparsity import architecture, count_nonzero, prunable_layers
 from .metrics.speed import csr_linear_speed, model_speed
 from .models import build_model
-from .pruning import Masks, apply_masks, check_layer_names, mask_gradients
+from .pruning import Masks, apply_masks, check_layer_names, damage_warning, heaviest_tail, mask_gradients
 from .run_dir import CHECKPOINT
 from .run_log import Recorder
 
@@ -294,12 +294,19 @@ class Pipeline:
                 prune_seconds = time.perf_counter() - t0
                 self._run_prune_curve()  # on a copy of the trained model, before the masks
                 t0 = time.perf_counter()
+                tail = heaviest_tail(model, self.masks)
                 apply_masks(model, self.masks)
                 self.phases["prune"] = {
                     "test_acc": evaluate(model, self.data.test, cfg.train.eval_batch_size, self.accel),
                     "val_acc": evaluate(model, self.data.val, cfg.train.eval_batch_size, self.accel),
                     "seconds": prune_seconds + time.perf_counter() - t0,
                 }
+                warning = damage_warning(
+                    self.phases["train"]["val_acc"], self.phases["prune"]["val_acc"], self.data.num_classes, tail, cfg.prune
+                )
+                if warning:
+                    log.warning(warning)
+                    self.phases["prune"]["warning"] = warning
                 ckpt = None
             else:
                 model.load_state_dict(ckpt["model"])

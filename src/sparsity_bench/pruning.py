@@ -193,3 +193,30 @@ def norm_masks(model: nn.Module, masks: Masks, input_shape) -> Masks:
         for key in (f"{norm}.weight", f"{norm}.bias"):
             out[key] = keep & masks[key] if key in masks else keep.clone()
     return out
+
+
+@torch.no_grad()
+def heaviest_tail(model: nn.Module, masks: Masks) -> float:
+    """max |w| / std(w) over the masked weight tensors (biases and norm scales aside): large when a few weights dominate std."""
+    ws = [_param(model, k) for k in masks]
+    return max((float(w.abs().max() / w.std()) for w in ws if w.dim() > 1 and w.std() > 0), default=0.0)
+
+
+def damage_warning(val_before: float, val_after: float, num_classes: int, tail: float, prune: PruneConfig) -> str | None:
+    """A warning when pruning took validation accuracy more than halfway down to chance, else None.
+
+    The usual cause under prune.rule=std: a regularizer that is blind to scale (Hoyer-Square)
+    trained with Adam lets a few weights grow to tens of std, which inflates std, and the
+    std-scaled threshold then removes weights the network relies on.
+    """
+    chance = 1.0 / num_classes
+    if val_after >= chance + 0.5 * (val_before - chance):
+        return None
+    message = f"pruning took validation accuracy from {100 * val_before:.2f}% to {100 * val_after:.2f}%; finetuning may not recover it. "
+    if PruneRule(prune.rule) == PruneRule.std and tail > 10:
+        return message + (
+            f"The largest weight is {tail:.0f} std of its tensor, so prune.rule=std with threshold {prune.threshold:g} "
+            "cuts far into the weights in use: bound the scale with train.weight_decay, or use a smaller "
+            "prune.threshold or prune.rule=sparsity."
+        )
+    return message + "Try a smaller prune.threshold / prune.sparsity, or a weaker method.lam."
