@@ -423,9 +423,13 @@ def plot(rows: Sequence[dict], extra: Sequence[str], kind: str, path: Path) -> P
     ax.set_title(f"{title}  (upper left is better)", fontsize=11)
     ax.grid(True, which="major", alpha=0.3)
     ax.grid(True, which="minor", alpha=0.1)
-    ax.legend(fontsize=8, loc="best", framealpha=0.85)
+    labels = ax.get_legend_handles_labels()[1]
+    if len(labels) <= 4 and max(map(len, labels), default=0) <= 40:
+        ax.legend(fontsize=8, loc="best", framealpha=0.85)
+    else:  # many or long labels (several swept keys) would cover the points: below the axes
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.14), frameon=False)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
 
