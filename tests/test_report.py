@@ -82,7 +82,8 @@ def test_report_groups_seeds_and_separates_other_swept_keys(tmp_path):
         final = {"test_acc": acc, "sparsity": 0.5 + lam, "params_nonzero": 10, "params_total": 20, "flops_dense": 40,
                  "flops_effective": 20, "architecture": "5-4", "speedup_measured": None}  # fmt: skip
         config = {"method": {"name": method, "lam": lam, "target_sparsity": None}, "model": {"name": "lenet300", "hidden": [300, 100]},
-                  "dataset": {"name": "synthetic"}, "seed": seed, "train": {"epochs": epochs}, "device": "cpu" if seed else "cuda"}  # fmt: skip
+                  "dataset": {"name": "synthetic"}, "seed": seed, "train": {"epochs": epochs}, "device": "cpu" if seed else "cuda",
+                  "curve": {"fractions": [0.5] if seed else []}, "measure": {"threads": seed}}  # fmt: skip
         results = {"status": "finished", "final": final, "config": config}
         if steered:
             results["method"] = {"lam_final": steered[0], "sparsity_before_cut": steered[1]}
@@ -95,7 +96,7 @@ def test_report_groups_seeds_and_separates_other_swept_keys(tmp_path):
     runs, skipped = collect([tmp_path])
     assert len(runs) == 4 and not skipped
     extra = swept_keys(runs)
-    assert extra == ["train.epochs"]  # seed and device are not experiment keys
+    assert extra == ["train.epochs"]  # seed, device, the prune curve and measurements are not experiment keys
     rows = [summarize(g, extra) for g in group_runs(runs, extra)]
     assert [(r["method"], r["train.epochs"], r["n_seeds"]) for r in rows] == [("hoyer", 1, 1), ("l1", 1, 2), ("l1", 2, 1)]
     l1 = rows[1]

@@ -38,6 +38,8 @@ NOT_EXPERIMENT = {
     "dataset.root", "dataset.download", "dataset.verify",
     "train.eval_batch_size", "finetune.eval_batch_size",
 }  # fmt: skip
+# Whole sections that only measure the trained model (the prune curve runs on a copy).
+NOT_EXPERIMENT_SECTIONS = ("curve.", "measure.")
 REQUIRED = ("test_acc", "sparsity", "params_nonzero", "flops_dense", "flops_effective")
 RUN_PARTS = {"tb", "checkpoints", ".hydra", ".submitit"}  # inside a run directory, never runs themselves
 PLOTS = {"sparsity": "accuracy_vs_sparsity.png", "flops": "accuracy_vs_flops.png"}
@@ -154,7 +156,7 @@ def swept_keys(runs: Sequence[Run]) -> list[str]:
     values: dict[str, set] = {}
     for run in runs:
         for k, v in run.config.items():
-            if k not in base and k not in NOT_EXPERIMENT:
+            if k not in base and k not in NOT_EXPERIMENT and not k.startswith(NOT_EXPERIMENT_SECTIONS):
                 values.setdefault(k, set()).add(json.dumps(v, sort_keys=True, default=str))
     return sorted(k for k, vs in values.items() if len(vs) > 1)
 
