@@ -87,8 +87,12 @@ def _command(run: Run) -> str:
     return "python -m sparsity_bench " + " ".join(yaml.safe_load(overrides.read_text()) or [])
 
 
+def _results(run: Run) -> dict:
+    return json.loads((run.path / "results.json").read_text())
+
+
 def _phases(run: Run) -> dict:
-    return json.loads((run.path / "results.json").read_text()).get("phases", {})
+    return _results(run).get("phases", {})
 
 
 def _seconds(run: Run) -> float:
@@ -103,7 +107,7 @@ def _schedule(run: Run) -> str:
 
 
 def _machine(run: Run) -> str:
-    env = json.loads((run.path / "results.json").read_text()).get("environment", {})
+    env = _results(run).get("environment", {})
     parts = [env.get("machine"), env.get("device"), f"{env['threads']} threads" if env.get("threads") else None, f"torch {env.get('torch')}"]
     return ", ".join(p for p in parts if p)
 
