@@ -52,23 +52,44 @@ def test_preset_runs_one_epoch(name, tmp_path):
     assert (tmp_path / "results.json").is_file()
 
 
-def test_results_page_puts_our_runs_next_to_the_paper(tmp_path):
+def _paper_results():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("paper_results", CONF_DIR.parent / "scripts" / "paper_results.py")
     paper_results = importlib.util.module_from_spec(spec)
     sys.modules["paper_results"] = paper_results  # dataclasses look their module up there
     spec.loader.exec_module(paper_results)
+    return paper_results
+
+
+def test_results_page_puts_our_runs_next_to_the_paper(tmp_path):
+    paper_results = _paper_results()
+    runs, out, record = tmp_path / "runs", tmp_path / "RESULTS.md", tmp_path / "paper_runs.json"
     cfg = _compose(["+experiment=l0_lenet300_mnist", *SMOKE])
-    Pipeline(validate(cfg), tmp_path / "l0_lenet300_mnist" / "seed0", OmegaConf.to_container(cfg, resolve=True)).run()
-    page = paper_results.write(tmp_path)
+    Pipeline(validate(cfg), runs / "l0_lenet300_mnist" / "seed0", OmegaConf.to_container(cfg, resolve=True)).run()
+    paper_results.main([str(runs), "--out", str(out), "--record", str(record)])
+    page = out.read_text()
     ours = [line for line in page.splitlines() if line.startswith("| LeNet-300-100 | L0, lambda 0.1/N")]
     assert len(ours) == 1 and "219-214-100 at 1.4% error" in ours[0] and "seed 0" in ours[0]
     assert "| LeNet-5 | L0-sep | 9-18-65-25 at 1.0% error | error <= 1.1%, no layer larger | not run |" in page
     assert "| 1+1 | " in ours[0]  # the epochs actually run (SMOKE: 1 + 1): a shortened run says so
-    # Rewriting the page replaces the table and keeps the text written around it.
-    edited = page.replace(paper_results.START, "Notes above.\n" + paper_results.START) + "\nNotes below.\n"
-    again = paper_results.write(tmp_path, edited)
-    assert again.count("| LeNet-300-100 | L0, lambda 0.1/N") == 1 and "Notes above." in again and "Notes below." in again
+    # The run directories may be gone: the record alone rebuilds the same table, and the
+    # text written around the table survives a rewrite.
+    out.write_text(page.replace(paper_results.START, "Notes above.\n" + paper_results.START) + "\nNotes below.\n")
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    paper_results.main([str(empty), "--out", str(out), "--record", str(record)])
+    again = out.read_text()
+    assert again.count("| LeNet-300-100 | L0, lambda 0.1/N") == 1 and ours[0] in again
+    assert "Notes above." in again and "Notes below." in again
     assert paper_results.no_layer_larger("219-200-100", "219-214-100")
     assert not paper_results.no_layer_larger("220-200-100", "219-214-100")
+
+
+def test_results_record_keeps_every_schedule_and_replaces_a_repeated_run():
+    merge = _paper_results().merge
+    short = {"preset": "hoyer_lenet5_mnist", "seed": 0, "epochs": "40+10", "error": 1.06}
+    full = dict(short, epochs="250+50", error=0.95)
+    rerun = dict(short, error=1.01)
+    assert merge([short], [full]) == [full, short]  # sorted by preset, seed, epochs
+    assert merge([short, full], [rerun]) == [full, rerun]
