@@ -23,9 +23,11 @@ def _tiny(model="lenet5", method="l1", epochs=1, **kw):
     return cfg
 
 
-def test_resolve_auto_keeps_the_cpu_plain_and_true_applies_to_conv_nets_only():
+def test_resolve_auto_is_channels_last_for_conv_nets_only_and_false_turns_it_off():
     lenet5, lenet300 = LeNet5(), LeNet300()
-    assert Accel.resolve(RunConfig(), CPU, lenet5) == Accel(CPU)  # auto: nothing on the CPU
+    assert Accel.resolve(RunConfig(), CPU, lenet5) == Accel(CPU, channels_last=True)  # the default: auto
+    assert Accel.resolve(RunConfig(), CPU, lenet300) == Accel(CPU)
+    assert Accel.resolve(RunConfig(channels_last="false"), CPU, lenet5) == Accel(CPU)
     assert Accel.resolve(RunConfig(channels_last="true"), CPU, lenet5).channels_last
     assert not Accel.resolve(RunConfig(channels_last="true"), CPU, lenet300).channels_last
     assert Accel.resolve(RunConfig(channels_last="auto"), torch.device("cuda"), lenet5).channels_last

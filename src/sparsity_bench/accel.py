@@ -1,7 +1,8 @@
 """Accelerator options of a run: bf16 autocast, channels_last, torch.compile.
 
-All three are off on the CPU by default (channels_last=auto turns on for conv nets
-on CUDA). The model itself stays a plain module: channels_last only changes the
+bf16 and compile are off by default; channels_last=auto turns on for conv nets on
+every device (measured on a 1-thread CPU: a LeNet-5 training step 1.2-1.5x and a
+ResNet-32 step 1.0-1.3x faster than in the default layout). The model itself stays a plain module: channels_last only changes the
 strides of its 4-d weights, and compilation wraps the training forward pass in a
 separate callable, so state_dict keys, deep copies, checkpoints and slimming see
 the module as it is.
@@ -28,7 +29,7 @@ class Accel:
     @classmethod
     def resolve(cls, cfg: RunConfig, device: torch.device, model: nn.Module) -> "Accel":
         has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
-        wanted = cfg.channels_last == "true" or (cfg.channels_last == "auto" and device.type == "cuda")
+        wanted = cfg.channels_last in ("true", "auto")
         return cls(device, Precision(cfg.precision) == Precision.bf16, wanted and has_conv, cfg.compile)
 
     def prepare(self, model: nn.Module) -> nn.Module:

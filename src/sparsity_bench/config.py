@@ -496,7 +496,7 @@ class RunConfig:
     histograms: bool = True  # weight histograms in TensorBoard, once per epoch
     # Accelerator options (accel.py)
     precision: Precision = Precision.fp32
-    channels_last: str = "auto"  # true | false | auto (auto: on for conv nets on CUDA)
+    channels_last: str = "auto"  # true | false | auto (auto = true: only conv nets are affected)
     compile: bool = False  # torch.compile the training forward pass
 
     def __post_init__(self) -> None:
