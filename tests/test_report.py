@@ -4,6 +4,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -143,6 +144,7 @@ def test_sweep_presets_pass_preflight_and_unknown_ones_are_refused():
     assert preflight(["+sweep=lam_grid", "method=hoyer"]) is None
     assert preflight(["+sweep=methods_lenet300", "dataset=synthetic"]) is None
     assert preflight(["+sweep=lenet300_magnitude", "hydra/launcher=joblib"]) is None
+    assert preflight(["+experiment=td_lenet5_mnist", "+sweep=td_lenet5_grid"]) is None
     problem = preflight(["+sweep=nope"])
     assert problem.startswith("Unknown sweep 'nope': choose one of") and "lam_grid" in problem
     assert preflight(["sweep=lam_grid"]) == "'sweep' is not in the default config: add it with +sweep=lam_grid."
@@ -164,3 +166,13 @@ def test_sweep_callback_counts_jobs_that_failed_in_other_processes(tmp_path, mon
     callback.on_multirun_end(config)
     assert cli.FAILED_JOBS == [str((tmp_path / "1_bad").resolve())]
     assert f"python -m sparsity_bench.report {tmp_path}" in capsys.readouterr().out
+
+
+def test_every_sweep_the_configs_and_readme_name_exists():
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    texts = [p.read_text() for p in (root / "conf").rglob("*.yaml")] + [(root / "README.md").read_text()]
+    named = {m for text in texts for m in re.findall(r"\+sweep=([a-z0-9_]+)(?![\w$<{])", text)}
+    assert "td_lenet5_grid" in named
+    assert not [name for name in named if not (root / "conf" / "sweep" / f"{name}.yaml").is_file()]
