@@ -280,3 +280,18 @@ def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
     resumed = Pipeline(cfg, tmp_path / "cut", {}).run()
     assert resumed["prune_curve"] == whole["prune_curve"]
     assert trained_outcome(resumed["final"]) == trained_outcome(whole["final"])
+
+
+def test_a_gamma_that_targets_whole_columns_is_named(caplog):
+    """LeNet-5's first conv has 25 weights per filter: gamma 0.99 targets all of them."""
+    from sparsity_bench.models.lenet import LeNet5
+
+    model = LeNet5()
+    with caplog.at_level("WARNING", logger="sparsity_bench"):
+        TD(TDConfig(gamma=0.99, alpha=0.99), 100, (1, 28, 28)).attach(model)
+    assert "features.0" in caplog.text and "method.exclude" in caplog.text and "features.3" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sparsity_bench"):
+        TD(TDConfig(gamma=0.99, alpha=0.99, exclude=["features.0"]), 100, (1, 28, 28)).attach(LeNet5())
+        TD(TDConfig(gamma=0.9, alpha=0.9), 100, (1, 28, 28)).attach(LeNet5())
+    assert "targets every weight" not in caplog.text

@@ -45,6 +45,7 @@ masked too (pruning.norm_masks), so the pruned unit emits zero.
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -63,6 +64,7 @@ from ..pruning import (
 from .base import Method
 
 _HALF_16 = 1 << 15
+log = logging.getLogger("sparsity_bench")
 
 
 def uniform16(shape: tuple[int, ...], device: torch.device, bitgen: np.random.BitGenerator | None = None) -> torch.Tensor:
@@ -207,7 +209,15 @@ class TD(Method):
         if self._bitgen is None:  # not restored by load_state_dict: seed from torch, so the run's seed decides
             self._bitgen = np.random.SFC64(int(torch.randint(1 << 62, ())))
         self._targets = []
-        for name, m in self.targeted_layers(model):
+        layers = self.targeted_layers(model)
+        whole = whole_columns_targeted(layers, self.cfg.gamma, self.cfg.variant)
+        if whole:
+            log.warning(
+                "method.gamma=%g targets every weight of each unit of %s (too few weights per unit): "
+                "those layers end with nothing left; leave them out with method.exclude or lower gamma.",
+                self.cfg.gamma, ", ".join(whole),
+            )
+        for name, m in layers:
             td = TargetedDropout(self.cfg.variant, self.cfg.unit_drop, self.cfg.eval_mask, self._bitgen)
             parametrize.register_parametrization(m, "weight", td)
             self._targets.append(td)
@@ -251,6 +261,16 @@ class TD(Method):
             for t in self._targets:
                 t.bitgen = self._bitgen
         self._apply_schedule()
+
+
+def whole_columns_targeted(layers: list[tuple[str, nn.Module]], gamma: float, variant: Granularity) -> list[str]:
+    """Names of the layers where gamma selects all of a column's weights (variant=weight) or
+    all of the layer's units (variant=unit)."""
+    def size(m: nn.Module) -> int:
+        rows = unit_rows(raw_weight(m))
+        return rows.shape[1] if Granularity(variant) == Granularity.weight else rows.shape[0]
+
+    return [name for name, m in layers if n_bottom(size(m), gamma) >= size(m)]
 
 
 def raw_weight(m: nn.Module) -> torch.Tensor:
