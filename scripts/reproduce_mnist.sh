@@ -4,6 +4,7 @@
 #   SEEDS="0 1 2" PRESETS="l0_lenet300_mnist" scripts/reproduce_mnist.sh
 #   EXTRA="train.epochs=2 finetune.epochs=1" scripts/reproduce_mnist.sh   # a quick dry run of the whole chain
 # Runs resume: rerunning the script continues interrupted runs and skips finished ones.
+# What each run measured is added to docs/results/paper_runs.json (RECORD), from which the table is rebuilt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -16,4 +17,4 @@ for preset in $PRESETS; do
     $PY -m sparsity_bench +experiment="$preset" seed="$seed" progress=false ${EXTRA:-} hydra.run.dir="$OUT/$preset/seed$seed"
   done
 done
-$PY scripts/paper_results.py "$OUT" --out "${RESULTS:-docs/RESULTS.md}"
+$PY scripts/paper_results.py "$OUT" --out "${RESULTS:-docs/RESULTS.md}" --record "${RECORD:-docs/results/paper_runs.json}"
