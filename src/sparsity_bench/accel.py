@@ -3,9 +3,9 @@
 bf16 and compile are off by default; channels_last=auto turns on for conv nets on
 every device (measured on a 1-thread CPU: a LeNet-5 training step 1.2-1.5x and a
 ResNet-32 step 1.0-1.3x faster than in the default layout). The model itself stays a
-plain module: channels_last only changes the strides of its 4-d weights, and compilation wraps the training forward pass in a
-separate callable, so state_dict keys, deep copies, checkpoints and slimming see
-the module as it is.
+plain module: channels_last only changes the strides of its 4-d weights, and
+compilation wraps the training forward pass in a separate callable, so state_dict
+keys, deep copies, checkpoints and slimming see the module as it is.
 """
 from __future__ import annotations
 
