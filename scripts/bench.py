@@ -24,6 +24,7 @@ from sparsity_bench.config import (
 )  # fmt: skip
 from sparsity_bench.datasets import load_data
 from sparsity_bench.methods import METHODS
+from sparsity_bench.accel import Accel
 from sparsity_bench.models import build_model
 from sparsity_bench.pipeline import Pipeline
 
@@ -62,6 +63,8 @@ def minimal_throughput(model_name: str, args) -> float:
     torch.manual_seed(0)
     data = load_data(cfg.dataset, device)
     model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
+    accel = Accel.resolve(cfg, device, model)  # the same memory format as the runner (channels_last for conv nets)
+    model = accel.prepare(model)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     gen = torch.Generator(device=device).manual_seed(0)
     x_all, y_all = data.train.x, data.train.y
@@ -74,7 +77,7 @@ def minimal_throughput(model_name: str, args) -> float:
         order = torch.randperm(n, device=device, generator=gen)
         for i in range(0, n, bs):
             idx = order[i : i + bs]
-            loss = F.cross_entropy(model(to_input(x_all.index_select(0, idx))), y_all.index_select(0, idx))
+            loss = F.cross_entropy(model(accel.input(to_input(x_all.index_select(0, idx)))), y_all.index_select(0, idx))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
