@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from sparsity_bench.accel import Accel
 from sparsity_bench.config import (
     SCHEMAS, CurveConfig, Device, FinetuneConfig, MeasureConfig, MnistConfig, RunConfig, SyntheticConfig, TrainConfig,
 )  # fmt: skip
 from sparsity_bench.datasets import load_data
 from sparsity_bench.methods import METHODS
-from sparsity_bench.accel import Accel
 from sparsity_bench.models import build_model
 from sparsity_bench.pipeline import Pipeline
 

@@ -78,27 +78,13 @@ def _command(run: Run) -> str:
     return "python -m sparsity_bench " + " ".join(yaml.safe_load(overrides.read_text()) or [])
 
 
-def _results(run: Run) -> dict:
-    return json.loads((run.path / "results.json").read_text())
-
-
-def _phases(run: Run) -> dict:
-    return _results(run).get("phases", {})
-
-
-def _seconds(run: Run) -> float:
-    return sum(p.get("seconds") or 0 for p in _phases(run).values())
-
-
-def _schedule(run: Run) -> str:
+def _schedule(phases: dict) -> str:
     """Epochs actually run, e.g. "250+50" (train + finetune): shortened runs show here."""
-    phases = _phases(run)
     train, finetune = (phases.get(k, {}).get("epochs") or 0 for k in ("train", "finetune"))
     return f"{train}+{finetune}" if finetune else f"{train}"
 
 
-def _machine(run: Run) -> str:
-    env = _results(run).get("environment", {})
+def _machine(env: dict) -> str:
     parts = [env.get("machine"), env.get("device"), f"{env['threads']} threads" if env.get("threads") else None, f"torch {env.get('torch')}"]
     return ", ".join(p for p in parts if p)
 
@@ -106,6 +92,8 @@ def _machine(run: Run) -> str:
 def record(preset: str, run: Run) -> dict:
     """What the table shows of one run (percentages rounded to what it prints)."""
     f = run.final
+    results = json.loads((run.path / "results.json").read_text())  # phases and environment, read once
+    phases = results.get("phases", {})
     flops = f.get("flops_structural", f["flops_effective"])
     return {
         "preset": preset,
@@ -114,10 +102,10 @@ def record(preset: str, run: Run) -> dict:
         "architecture": f["architecture"],
         "nonzero": round(100 * f["params_nonzero"] / f["params_total"], 2),
         "flops": round(100 * flops / f["flops_dense"], 1),
-        "epochs": _schedule(run),
-        "minutes": round(_seconds(run) / 60),
+        "epochs": _schedule(phases),
+        "minutes": round(sum(p.get("seconds") or 0 for p in phases.values()) / 60),
         "command": _command(run),
-        "machine": _machine(run),
+        "machine": _machine(results.get("environment", {})),
     }
 
 
