@@ -78,7 +78,7 @@ def test_end_to_end_on_synthetic(tmp_path, model, method):
 
 @pytest.mark.parametrize("shape", [(5, 7), (4, 3, 2, 2)])
 def test_written_out_gradients_match_autograd_of_the_formula(shape):
-    """hoyer_square and group_hoyer_square carry hand-written backward passes: check them."""
+    """hoyer_square, group_hoyer_square and group_lasso carry hand-written backward passes: check them."""
     from sparsity_bench.methods.hoyer import EPS
 
     g = torch.Generator().manual_seed(1)
@@ -89,12 +89,20 @@ def test_written_out_gradients_match_autograd_of_the_formula(shape):
     def hs_formula(v):
         return v.abs().sum().pow(2) / (v.pow(2).sum() + EPS)
 
-    def gh_formula(v):
+    def group_norms(v):
         out_n = (v.pow(2).flatten(1).sum(1) + EPS).sqrt()
         in_n = (v.pow(2).transpose(0, 1).flatten(1).sum(1) + EPS).sqrt()
+        return out_n, in_n
+
+    def gh_formula(v):
+        out_n, in_n = group_norms(v)
         return (out_n.sum().pow(2) + in_n.sum().pow(2)) / (v.pow(2).sum() + EPS)
 
-    for fn, formula in ((hoyer_square, hs_formula), (group_hoyer_square, gh_formula)):
+    def gl_formula(v):
+        out_n, in_n = group_norms(v)
+        return out_n.sum() + in_n.sum()
+
+    for fn, formula in ((hoyer_square, hs_formula), (group_hoyer_square, gh_formula), (group_lasso, gl_formula)):
         a = w.clone().requires_grad_(True)
         b = w.clone().requires_grad_(True)
         (3.0 * fn(a)).backward()

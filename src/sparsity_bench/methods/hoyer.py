@@ -16,7 +16,7 @@ EPS = 1e-12  # keeps an all-zero tensor at 0/eps = 0 instead of 0/0
 
 
 # The penalties are evaluated at every training step, on every weight. Autograd would
-# record about eight elementwise passes over each weight tensor per step; the two
+# record about eight elementwise passes over each weight tensor per step; the
 # Functions below write the gradient out and touch each weight three or four times.
 class _HoyerSquare(torch.autograd.Function):
     """HS(W) = s1^2 / s2 with s1 = sum |w|, s2 = sum w^2 + eps; dHS/dw = 2 s1/s2 sign(w) - 2 s1^2/s2^2 w."""
@@ -53,11 +53,32 @@ class _GroupHoyerSquare(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         w, out_norms, in_norms, r, c, d = ctx.saved_tensors
-        tail = (1,) * (w.dim() - 2)
-        per_out = (2 * r / d / out_norms).view(-1, 1, *tail)
-        per_in = (2 * c / d / in_norms).view(1, -1, *tail)
         shrink = 2 * (r.square() + c.square()) / d.square()
-        return w * (per_out + per_in - shrink).mul_(grad)
+        per_out = (2 * r / d / out_norms - shrink).mul_(grad)
+        per_in = (2 * c / d / in_norms).mul_(grad)
+        return _times_group_sum(w, per_out, per_in)
+
+
+class _GroupLasso(torch.autograd.Function):
+    """GL(W) = sum of the output and input group norms; dGL/dw = w * (1 / n_out + 1 / n_in)."""
+
+    @staticmethod
+    def forward(ctx, w: torch.Tensor) -> torch.Tensor:
+        out_norms, in_norms = group_norms(w)
+        ctx.save_for_backward(w, out_norms, in_norms)
+        return out_norms.sum() + in_norms.sum()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        w, out_norms, in_norms = ctx.saved_tensors
+        return _times_group_sum(w, grad / out_norms, grad / in_norms)
+
+
+def _times_group_sum(w: torch.Tensor, per_out: torch.Tensor, per_in: torch.Tensor) -> torch.Tensor:
+    """w * (a_o + b_i), a per output group and b per input group, in one new tensor."""
+    tail = (1,) * (w.dim() - 2)
+    per = per_out.view(-1, 1, *tail) + per_in.view(1, -1, *tail)
+    return per.mul_(w) if per.shape == w.shape else w * per
 
 
 def hoyer_square(w: torch.Tensor) -> torch.Tensor:
@@ -68,11 +89,13 @@ def hoyer_square(w: torch.Tensor) -> torch.Tensor:
 def group_norms(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """L2 norms of the output groups (Linear rows / conv filters) and of the input groups
     (Linear columns = input neurons / conv input channels)."""
-    sq = w.pow(2)
-    out_sq = sq.flatten(1).sum(dim=1)
-    in_sq = sq.transpose(0, 1).flatten(1).sum(dim=1)
+    sq = w.square()
+    kernel = tuple(range(2, w.dim()))
+    # reduced in place over dims, not over a transposed copy (3x slower on a CPU)
+    out_sq = sq.sum(dim=(1, *kernel))
+    in_sq = sq.sum(dim=(0, *kernel))
     # sqrt(x + eps): the plain norm's gradient is infinite at an all-zero group
-    return (out_sq + EPS).sqrt(), (in_sq + EPS).sqrt()
+    return (out_sq + EPS).sqrt_(), (in_sq + EPS).sqrt_()
 
 
 def group_hoyer_square(w: torch.Tensor) -> torch.Tensor:
@@ -82,8 +105,7 @@ def group_hoyer_square(w: torch.Tensor) -> torch.Tensor:
 
 def group_lasso(w: torch.Tensor) -> torch.Tensor:
     """Wen et al. 2016: sum of group L2 norms, over the same two group sets as Group-HS."""
-    out_norms, in_norms = group_norms(w)
-    return out_norms.sum() + in_norms.sum()
+    return _GroupLasso.apply(w)
 
 
 class Hoyer(WeightPenalty):
