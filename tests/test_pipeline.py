@@ -46,6 +46,18 @@ def test_end_to_end_on_synthetic(tmp_path, model, method):
         assert results["final"]["sparsity"] == 0.0
 
 
+def test_a_run_flushes_subnormal_floats(tmp_path):
+    """Penalties push weights into the subnormal range, where CPU arithmetic crawls: a run flushes them."""
+    tiny = torch.finfo(torch.float32).tiny
+    torch.set_flush_denormal(False)
+    try:
+        assert (torch.tensor([tiny]) / 4).item() > 0  # subnormal, kept
+        Pipeline(small_run("lenet300", "none"), tmp_path, {})
+        assert (torch.tensor([tiny]) / 4).item() == 0.0
+    finally:
+        torch.set_flush_denormal(True)
+
+
 def test_finetune_moves_kept_weights_but_not_pruned_ones(tmp_path):
     cfg = small_run("lenet300", "magnitude", epochs=1, ft_epochs=2, target_sparsity=0.8)
     cfg.finetune.keep_best = False
