@@ -40,6 +40,10 @@ def _cli(args, cwd):
         (["train.epochs=-3"], "train.epochs must be >= 0"),
         (["prune.scope=everywhere"], "prune.scope must be layer or global"),
         (["optim=sgd"], "Unknown config key 'optim'"),
+        (
+            ["+experiment=group_hoyer_lenet300_mnist", "method=group_lasso"],
+            "Unknown config key 'method.l2', set by conf/experiment/group_hoyer_lenet300_mnist.yaml: the method you chose",
+        ),
         (["sweep=lam_grid"], "'sweep' is not in the default config: add it with +sweep=lam_grid"),
         (["train.lr=fast"], "Invalid value for 'train.lr'"),
         (["seed=1.5"], "Invalid value for 'seed'"),

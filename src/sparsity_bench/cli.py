@@ -98,7 +98,8 @@ def _explain(err: Exception) -> str:
         return f"Could not read the command-line override: {text.splitlines()[0]}"
     cause = err.__cause__ or err.__context__
     if isinstance(cause, OmegaConfBaseException):
-        return describe_omegaconf_error(cause)
+        source = re.match(r"In '([^']+)':", text)  # the config file whose content failed to merge
+        return describe_omegaconf_error(cause, source=source.group(1) if source else None)
     if isinstance(err, OmegaConfBaseException):
         return describe_omegaconf_error(err)
     first = next((line for line in text.splitlines() if line.strip()), text)

@@ -576,14 +576,21 @@ def validate(cfg: DictConfig) -> RunConfig:
     return run
 
 
-def describe_omegaconf_error(err: Exception, prefix: str = "") -> str:
-    """One sentence for an OmegaConf key or type error (keys inside a group get its prefix)."""
+def describe_omegaconf_error(err: Exception, prefix: str = "", source: str | None = None) -> str:
+    """One sentence for an OmegaConf key or type error (keys inside a group get its prefix;
+    source names the config file that set the key, when it was not the command line)."""
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
     key = getattr(err, "full_key", None) or getattr(err, "key", None) or "?"
     key = f"{prefix}.{key}" if prefix else key
     msg = str(err).splitlines()[0]
     if isinstance(err, (ConfigKeyError, ConfigAttributeError)):
+        if source and "." in key:  # e.g. a preset's method option under another method=
+            group = key.split(".")[0]
+            return (
+                f"Unknown config key '{key}', set by conf/{source}.yaml: the {group} you chose has no such option; "
+                f"choose the {group} that config was written for, or one that has it."
+            )
         return f"Unknown config key '{key}': check its spelling, or run with --cfg job to list the valid keys."
     if isinstance(err, ValidationError):
         return f"Invalid value for '{key}': {msg.rstrip('.')}."
