@@ -111,6 +111,41 @@ def test_report_groups_seeds_and_separates_other_swept_keys(tmp_path):
     assert display_rows(rows[:1], extra)[0][-1] == "speedup"  # no steered run, no such columns
 
 
+def test_report_tabulates_and_plots_prune_curves(tmp_path):
+    """Runs with a prune curve (Targeted Dropout's evaluation) get a table and a plot; seeds are averaged."""
+    from sparsity_bench.report import CURVE_PLOT, report
+
+    def job(name, method, seed, curve):
+        d = tmp_path / "runs" / name
+        d.mkdir(parents=True)
+        final = {"test_acc": 0.9, "sparsity": 0.5, "params_nonzero": 10, "params_total": 20, "flops_dense": 40,
+                 "flops_effective": 20, "architecture": "5-4"}  # fmt: skip
+        config = {"method": {"name": method, "lam": 0.0, "target_sparsity": None}, "model": {"name": "lenet5"},
+                  "dataset": {"name": "mnist"}, "seed": seed}  # fmt: skip
+        points = [{"fraction": f, "test_acc": a, "sparsity": f} for f, a in curve]
+        (d / "results.json").write_text(json.dumps({"status": "finished", "final": final, "config": config, "prune_curve": points}))
+
+    job("0_td", "td", 0, [(0.0, 0.70), (0.9, 0.97)])
+    job("1_td", "td", 1, [(0.0, 0.72), (0.9, 0.99)])
+    job("2_none", "none", 0, [(0.0, 0.99), (0.5, 0.98), (0.9, 0.50)])
+    report([tmp_path / "runs"], tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "| run | 0% pruned | 50% pruned | 90% pruned |" in md
+    assert "| none | 99.00 | 98.00 | 50.00 |" in md and "| td | 71.00 |  | 98.00 |" in md
+    assert (tmp_path / "out" / CURVE_PLOT).read_bytes().startswith(PNG_SIGNATURE)
+    with open(tmp_path / "out" / "report.csv") as f:
+        by_method = {r["method"]: r["prune_curve"] for r in csv.DictReader(f)}
+    assert by_method == {"none": "0:99.00 0.5:98.00 0.9:50.00", "td": "0:71.00 0.9:98.00"}
+
+    for d in (tmp_path / "runs").iterdir():  # without curves: neither the table nor the plot
+        data = json.loads((d / "results.json").read_text())
+        data.pop("prune_curve")
+        (d / "results.json").write_text(json.dumps(data))
+    report([tmp_path / "runs"], tmp_path / "plain")
+    assert "one-shot pruning" not in (tmp_path / "plain" / "report.md").read_text()
+    assert not (tmp_path / "plain" / CURVE_PLOT).exists()
+
+
 @pytest.mark.parametrize(
     "points, x, y, expected",
     [

@@ -43,6 +43,7 @@ NOT_EXPERIMENT_SECTIONS = ("curve.", "measure.")
 REQUIRED = ("test_acc", "sparsity", "params_nonzero", "flops_dense", "flops_effective")
 RUN_PARTS = {"tb", "checkpoints", ".hydra", ".submitit"}  # inside a run directory, never runs themselves
 PLOTS = {"sparsity": "accuracy_vs_sparsity.png", "flops": "accuracy_vs_flops.png"}
+CURVE_PLOT = "accuracy_after_pruning.png"  # runs with a prune curve (curve.fractions), e.g. Targeted Dropout's
 
 
 class ReportError(Exception):
@@ -60,6 +61,7 @@ class Run:
     config: dict  # flattened: "method.lam" -> value
     seed: Any
     method: dict = field(default_factory=dict)  # results.json "method": e.g. the lam method.target_sparsity steered to
+    curve: dict = field(default_factory=dict)  # results.json "prune_curve": fraction pruned -> test accuracy
 
 
 @dataclass
@@ -132,7 +134,13 @@ def load_run(path: Path) -> Run | Skipped:
         return Skipped(path, f"results.json lacks final.{missing[0]}")
     config = flatten(data.get("config") or {})
     method = data.get("method") if isinstance(data.get("method"), dict) else {}
-    return Run(path, final, config, config.get("seed"), method)
+    points = data.get("prune_curve") if isinstance(data.get("prune_curve"), list) else []
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    curve = {
+        float(pt["fraction"]): float(pt["test_acc"])
+        for pt in points if isinstance(pt, dict) and number(pt.get("fraction")) and number(pt.get("test_acc"))
+    }  # fmt: skip
+    return Run(path, final, config, config.get("seed"), method, curve)
 
 
 def collect(roots: Sequence[Path]) -> tuple[list[Run], list[Skipped]]:
@@ -219,9 +227,19 @@ def summarize(group: Group, extra: Sequence[str]) -> dict[str, Any]:
         # method.target_sparsity runs: where lam ended, and the sparsity the regularizer reached before the cut
         "lam_final_mean": _mean(steered("lam_final")) if steered("lam_final") else None,
         "sparsity_before_cut_mean": _mean(steered("sparsity_before_cut")) if steered("sparsity_before_cut") else None,
+        "prune_curve": " ".join(f"{f:g}:{100 * acc:.2f}" for f, acc in mean_curve(group).items()),
         "run_dirs": " ".join(str(r.path) for r in group.runs),
     })  # fmt: skip
     return row
+
+
+def mean_curve(group: Group) -> dict[float, float]:
+    """Test accuracy after one-shot pruning (curve.fractions, no finetuning), mean over the group's seeds."""
+    accs: dict[float, list[float]] = {}
+    for run in group.runs:
+        for fraction, acc in run.curve.items():
+            accs.setdefault(fraction, []).append(acc)
+    return {f: _mean(accs[f]) for f in sorted(accs)}
 
 
 # ------------------------------------------------------------------ the Pareto front
@@ -324,7 +342,7 @@ def _shown(path: Path, roots: Sequence[Path]) -> str:
     return str(path)
 
 
-def markdown_report(roots, rows, extra, skipped, plots: Sequence[Path], n_runs: int) -> str:
+def markdown_report(roots, rows, extra, skipped, plots: Sequence[Path], n_runs: int, curves: Sequence[dict] = ()) -> str:
     headers, cells = display_rows(rows, extra)
     lines = [
         "# Sweep report", "",
@@ -332,6 +350,9 @@ def markdown_report(roots, rows, extra, skipped, plots: Sequence[Path], n_runs: 
         "accuracy and sparsity are mean ± standard deviation over seeds (in %).", "",
         markdown_table(headers, cells), "",
     ]  # fmt: skip
+    if any(curves):
+        lines += ["## Test accuracy after one-shot pruning, without finetuning (%)", "",
+                  markdown_table(*curve_table(rows, curves, extra)), ""]  # fmt: skip
     for p in plots:
         lines += [f"![{p.stem.replace('_', ' ')}]({p.name})", ""]
     lines += [f"## Skipped jobs ({len(skipped)})", ""]
@@ -339,7 +360,21 @@ def markdown_report(roots, rows, extra, skipped, plots: Sequence[Path], n_runs: 
     return "\n".join(lines) + "\n"
 
 
+def curve_table(rows: Sequence[dict], curves: Sequence[dict], extra: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """One line per group that has a prune curve: its accuracy (%) at each fraction pruned."""
+    fractions = sorted({f for c in curves for f in c})
+    labels = _labels(rows, extra)
+    cells = [[label, *(f"{100 * c[f]:.2f}" if f in c else "" for f in fractions)] for label, c in zip(labels, curves) if c]
+    return ["run", *(f"{100 * f:g}% pruned" for f in fractions)], cells
+
+
 # ------------------------------------------------------------------ plots
+def _labels(rows: Sequence[dict], extra: Sequence[str]) -> list[str]:
+    vary_model = len({r["model"] for r in rows}) > 1
+    vary_data = len({r["dataset"] for r in rows}) > 1
+    return [_series_label(r, extra, vary_model, vary_data) for r in rows]
+
+
 def _series_label(row: dict, extra: Sequence[str], vary_model: bool, vary_data: bool) -> str:
     parts = [str(row["method"])]
     if vary_model:
@@ -375,10 +410,9 @@ def plot(rows: Sequence[dict], extra: Sequence[str], kind: str, path: Path) -> P
     nan0 = lambda v: 0.0 if math.isnan(v) else v  # noqa: E731
 
     vary_model = len({r["model"] for r in rows}) > 1
-    vary_data = len({r["dataset"] for r in rows}) > 1
     series: dict[str, list[int]] = {}
-    for i, r in enumerate(rows):
-        series.setdefault(_series_label(r, extra, vary_model, vary_data), []).append(i)
+    for i, label in enumerate(_labels(rows, extra)):
+        series.setdefault(label, []).append(i)
 
     fig, ax = plt.subplots(figsize=(7.5, 5), dpi=130)
     cmap = plt.get_cmap("tab10")
@@ -436,6 +470,38 @@ def plot(rows: Sequence[dict], extra: Sequence[str], kind: str, path: Path) -> P
     return path
 
 
+def plot_curves(rows: Sequence[dict], curves: Sequence[dict], extra: Sequence[str], path: Path) -> Path:
+    """Test accuracy after one-shot pruning against the fraction pruned, one line per group (the
+    Targeted Dropout paper's evaluation). The fractions sit evenly spaced: 90, 95 and 99% would crowd."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fractions = sorted({f for c in curves for f in c})
+    pos = {f: i for i, f in enumerate(fractions)}
+    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=130)
+    cmap = plt.get_cmap("tab10")
+    markers = "osD^vP*Xph"
+    for n, (label, c) in enumerate((lab, c) for lab, c in zip(_labels(rows, extra), curves) if c):
+        ax.plot([pos[f] for f in c], [100 * a for a in c.values()], label=label, color=cmap(n % 10),
+                marker=markers[n % len(markers)], markersize=5, linewidth=1.4, alpha=0.9)  # fmt: skip
+    ax.set_xticks(range(len(fractions)), [f"{100 * f:g}%" for f in fractions])
+    ax.set_xlabel("fraction pruned in one shot (smallest magnitude first, no finetuning)")
+    ax.set_ylabel("test accuracy, %")
+    ax.set_title("Test accuracy after one-shot pruning  (higher is better)", fontsize=11)
+    ax.grid(True, alpha=0.3)
+    labels = ax.get_legend_handles_labels()[1]
+    if len(labels) <= 4 and max(map(len, labels), default=0) <= 40:
+        ax.legend(fontsize=8, loc="lower left", framealpha=0.85)
+    else:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.14), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 # ------------------------------------------------------------------ main
 def report(roots: Sequence[Path], out: Path, plots: bool = True) -> str:
     """Write report.csv, report.md and the plots into out; return the terminal text."""
@@ -452,7 +518,9 @@ def report(roots: Sequence[Path], out: Path, plots: bool = True) -> str:
             raise ReportError(f"none of the {len(skipped)} job(s) under {where} finished (listed above).", skipped_text)
         raise ReportError(f"no run directories under {where}; point it at a directory that `python -m sparsity_bench -m ...` wrote.")
     extra = swept_keys(runs)
-    rows = [summarize(g, extra) for g in group_runs(runs, extra)]
+    groups = group_runs(runs, extra)
+    rows = [summarize(g, extra) for g in groups]
+    curves = [mean_curve(g) for g in groups]
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "report.csv", rows)
     notes = []
@@ -464,7 +532,9 @@ def report(roots: Sequence[Path], out: Path, plots: bool = True) -> str:
             notes.append("plots skipped: matplotlib is not installed (pip install 'sparsity_bench[report]')")
         else:
             written = [plot(rows, extra, kind, out / name) for kind, name in PLOTS.items()]
-    (out / "report.md").write_text(markdown_report(roots, rows, extra, skipped, written, len(runs)))
+            if any(curves):
+                written.append(plot_curves(rows, curves, extra, out / CURVE_PLOT))
+    (out / "report.md").write_text(markdown_report(roots, rows, extra, skipped, written, len(runs), curves))
 
     headers, cells = display_rows(rows, extra)
     text = [text_table(headers, cells), "", f"{len(runs)} finished run(s) in {len(rows)} group(s)."]
