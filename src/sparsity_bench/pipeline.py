@@ -119,7 +119,7 @@ class Pipeline:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         # Sparsity penalties drive weights (and Adam's moments) towards zero through the
-        # subnormal floats, where x86 arithmetic is ~100x slower: a Group-HS LeNet-5 epoch went
+        # subnormal floats, where x86 arithmetic is tens of times slower: a Group-HS LeNet-5 epoch went
         # from 11 s to 130 s within 7 epochs. Flushing them to zero changes nothing a prune
         # threshold could see (|x| < 1.2e-38).
         torch.set_flush_denormal(True)

@@ -459,15 +459,7 @@ def plot(rows: Sequence[dict], extra: Sequence[str], kind: str, path: Path) -> P
     ax.set_title(f"{title}  (upper left is better)", fontsize=11)
     ax.grid(True, which="major", alpha=0.3)
     ax.grid(True, which="minor", alpha=0.1)
-    labels = ax.get_legend_handles_labels()[1]
-    if len(labels) <= 4 and max(map(len, labels), default=0) <= 40:
-        ax.legend(fontsize=8, loc="best", framealpha=0.85)
-    else:  # many or long labels (several swept keys) would cover the points: below the axes
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.14), frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _legend_and_save(fig, ax, path, inside="best")
 
 
 def plot_curves(rows: Sequence[dict], curves: Sequence[dict], extra: Sequence[str], path: Path) -> Path:
@@ -491,9 +483,17 @@ def plot_curves(rows: Sequence[dict], curves: Sequence[dict], extra: Sequence[st
     ax.set_ylabel("test accuracy, %")
     ax.set_title("Test accuracy after one-shot pruning  (higher is better)", fontsize=11)
     ax.grid(True, alpha=0.3)
+    return _legend_and_save(fig, ax, path, inside="lower left")
+
+
+def _legend_and_save(fig, ax, path: Path, inside: str) -> Path:
+    """A few short labels go inside the axes (at `inside`); many or long ones (several swept
+    keys) would cover the points, so they go below the axes."""
+    import matplotlib.pyplot as plt
+
     labels = ax.get_legend_handles_labels()[1]
     if len(labels) <= 4 and max(map(len, labels), default=0) <= 40:
-        ax.legend(fontsize=8, loc="lower left", framealpha=0.85)
+        ax.legend(fontsize=8, loc=inside, framealpha=0.85)
     else:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.14), frameon=False)
     fig.tight_layout()
