@@ -227,7 +227,7 @@ def summarize(group: Group, extra: Sequence[str]) -> dict[str, Any]:
         # method.target_sparsity runs: where lam ended, and the sparsity the regularizer reached before the cut
         "lam_final_mean": _mean(steered("lam_final")) if steered("lam_final") else None,
         "sparsity_before_cut_mean": _mean(steered("sparsity_before_cut")) if steered("sparsity_before_cut") else None,
-        "prune_curve": " ".join(f"{f:g}:{100 * acc:.2f}" for f, acc in mean_curve(group).items()),
+        "prune_curve": mean_curve(group),  # {fraction: accuracy}; the CSV writes it as "fraction:acc%" pairs
         "run_dirs": " ".join(str(r.path) for r in group.runs),
     })  # fmt: skip
     return row
@@ -329,7 +329,15 @@ def write_csv(path: Path, rows: Sequence[dict]) -> None:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         for r in rows:
-            w.writerow({k: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v for k, v in r.items()})
+            w.writerow({k: _csv_cell(v) for k, v in r.items()})
+
+
+def _csv_cell(v: Any) -> Any:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, dict):  # a prune curve: "fraction:accuracy%" pairs
+        return " ".join(f"{f:g}:{100 * acc:.2f}" for f, acc in v.items())
+    return v
 
 
 def _shown(path: Path, roots: Sequence[Path]) -> str:
@@ -342,7 +350,7 @@ def _shown(path: Path, roots: Sequence[Path]) -> str:
     return str(path)
 
 
-def markdown_report(roots, rows, extra, skipped, plots: Sequence[Path], n_runs: int, curves: Sequence[dict] = ()) -> str:
+def markdown_report(roots, rows, extra, skipped, plots: Sequence[Path], n_runs: int) -> str:
     headers, cells = display_rows(rows, extra)
     lines = [
         "# Sweep report", "",
@@ -350,9 +358,9 @@ def markdown_report(roots, rows, extra, skipped, plots: Sequence[Path], n_runs: 
         "accuracy and sparsity are mean ± standard deviation over seeds (in %).", "",
         markdown_table(headers, cells), "",
     ]  # fmt: skip
-    if any(curves):
+    if any(r["prune_curve"] for r in rows):
         lines += ["## Test accuracy after one-shot pruning, without finetuning (%)", "",
-                  markdown_table(*curve_table(rows, curves, extra)), ""]  # fmt: skip
+                  markdown_table(*curve_table(rows, extra)), ""]  # fmt: skip
     for p in plots:
         lines += [f"![{p.stem.replace('_', ' ')}]({p.name})", ""]
     lines += [f"## Skipped jobs ({len(skipped)})", ""]
@@ -360,11 +368,13 @@ def markdown_report(roots, rows, extra, skipped, plots: Sequence[Path], n_runs: 
     return "\n".join(lines) + "\n"
 
 
-def curve_table(rows: Sequence[dict], curves: Sequence[dict], extra: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+def curve_table(rows: Sequence[dict], extra: Sequence[str]) -> tuple[list[str], list[list[str]]]:
     """One line per group that has a prune curve: its accuracy (%) at each fraction pruned."""
-    fractions = sorted({f for c in curves for f in c})
-    labels = _labels(rows, extra)
-    cells = [[label, *(f"{100 * c[f]:.2f}" if f in c else "" for f in fractions)] for label, c in zip(labels, curves) if c]
+    fractions = sorted({f for r in rows for f in r["prune_curve"]})
+    cells = [
+        [label, *(f"{100 * c[f]:.2f}" if f in c else "" for f in fractions)]
+        for label, c in zip(_labels(rows, extra), (r["prune_curve"] for r in rows)) if c
+    ]  # fmt: skip
     return ["run", *(f"{100 * f:g}% pruned" for f in fractions)], cells
 
 
@@ -462,7 +472,7 @@ def plot(rows: Sequence[dict], extra: Sequence[str], kind: str, path: Path) -> P
     return _legend_and_save(fig, ax, path, inside="best")
 
 
-def plot_curves(rows: Sequence[dict], curves: Sequence[dict], extra: Sequence[str], path: Path) -> Path:
+def plot_curves(rows: Sequence[dict], extra: Sequence[str], path: Path) -> Path:
     """Test accuracy after one-shot pruning against the fraction pruned, one line per group (the
     Targeted Dropout paper's evaluation). The fractions sit evenly spaced: 90, 95 and 99% would crowd."""
     import matplotlib
@@ -470,6 +480,7 @@ def plot_curves(rows: Sequence[dict], curves: Sequence[dict], extra: Sequence[st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    curves = [r["prune_curve"] for r in rows]
     fractions = sorted({f for c in curves for f in c})
     pos = {f: i for i, f in enumerate(fractions)}
     fig, ax = plt.subplots(figsize=(7.5, 5), dpi=130)
@@ -518,9 +529,7 @@ def report(roots: Sequence[Path], out: Path, plots: bool = True) -> str:
             raise ReportError(f"none of the {len(skipped)} job(s) under {where} finished (listed above).", skipped_text)
         raise ReportError(f"no run directories under {where}; point it at a directory that `python -m sparsity_bench -m ...` wrote.")
     extra = swept_keys(runs)
-    groups = group_runs(runs, extra)
-    rows = [summarize(g, extra) for g in groups]
-    curves = [mean_curve(g) for g in groups]
+    rows = [summarize(g, extra) for g in group_runs(runs, extra)]
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "report.csv", rows)
     notes = []
@@ -532,9 +541,9 @@ def report(roots: Sequence[Path], out: Path, plots: bool = True) -> str:
             notes.append("plots skipped: matplotlib is not installed (pip install 'sparsity_bench[report]')")
         else:
             written = [plot(rows, extra, kind, out / name) for kind, name in PLOTS.items()]
-            if any(curves):
-                written.append(plot_curves(rows, curves, extra, out / CURVE_PLOT))
-    (out / "report.md").write_text(markdown_report(roots, rows, extra, skipped, written, len(runs), curves))
+            if any(r["prune_curve"] for r in rows):
+                written.append(plot_curves(rows, extra, out / CURVE_PLOT))
+    (out / "report.md").write_text(markdown_report(roots, rows, extra, skipped, written, len(runs)))
 
     headers, cells = display_rows(rows, extra)
     text = [text_table(headers, cells), "", f"{len(runs)} finished run(s) in {len(rows)} group(s)."]
