@@ -10,7 +10,8 @@ from torch.nn.utils import parametrize
 from sparsity_bench.cli import preflight
 from sparsity_bench.config import ConfigError, PruneConfig, TDConfig
 from sparsity_bench.methods import build_method
-from sparsity_bench.methods.td import TD, TargetedDropout, bernoulli_mask, keep_factor, raw_weight, threshold16, uniform16
+from sparsity_bench.methods.td import TD, TargetedDropout, bernoulli_mask, keep_factor, threshold16, uniform16
+from sparsity_bench.metrics.sparsity import raw_weight
 from sparsity_bench.pipeline import Pipeline
 from sparsity_bench.pruning import _param, kth_smallest
 

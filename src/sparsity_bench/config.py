@@ -230,6 +230,10 @@ class SyntheticConfig(InMemoryConfig):
 
 
 # ---------------------------------------------------------------- methods
+# the regularizers method.plus may add to any other method
+PLUS_PENALTIES = ("l1", "l2", "hoyer", "group_hoyer", "group_lasso")
+
+
 @dataclass
 class MethodConfig:
     """Keys of every method. With target_sparsity set, a regularizer (steers_lam) has its lam
@@ -246,9 +250,26 @@ class MethodConfig:
     # the training phase over which the asked sparsity ramps up to target_sparsity.
     target_gain: float = 12.0
     target_ramp: float = 0.3
+    # A second regularizer on top of this method (methods/combined.py), e.g. method=l0
+    # method.plus=hoyer: L0's neuron gates with Hoyer-Square on the weights they gate.
+    # plus names a weight penalty (PLUS_PENALTIES), plus_lam is its strength.
+    plus: Optional[str] = None
+    plus_lam: float = 0.0
 
     def __post_init__(self) -> None:
         _require(self.lam >= 0, f"method.lam must be >= 0 (got {self.lam}).")
+        if self.plus is not None:
+            _require(
+                self.plus in PLUS_PENALTIES and self.plus != self.name,
+                f"method.plus adds a weight penalty to method={self.name}: choose one of "
+                f"{', '.join(p for p in PLUS_PENALTIES if p != self.name)} (got {self.plus}).",
+            )
+            _require(self.plus_lam > 0, f"method.plus={self.plus} needs method.plus_lam > 0, its strength (got {self.plus_lam}).")
+            _require(
+                self.target_sparsity is None or not self.steers_lam,
+                f"method.target_sparsity steers one strength, and method={self.name} with method.plus has two: set "
+                "method.lam and method.plus_lam instead, and cut at a sparsity with prune.rule=sparsity prune.sparsity=S.",
+            )
         _require(
             self.target_sparsity is None or 0.0 <= self.target_sparsity < 1.0,
             f"method.target_sparsity must lie in [0, 1) (got {self.target_sparsity}).",

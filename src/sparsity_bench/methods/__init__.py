@@ -20,12 +20,13 @@ emits zero instead of the constant BN(0), and the slimmer removes it.
 """
 from __future__ import annotations
 
-from ..config import PruneConfig
+from ..config import SCHEMAS, PruneConfig
 from .base import Method
 from .baselines import L1, L2, Magnitude, NoMethod
 from .hoyer import GroupHoyer, GroupLasso, Hoyer
 from .td import TD
 from .l0 import L0
+from .combined import PlusPenalty
 from .target import TargetSparsity
 
 METHODS: dict[str, type[Method]] = {
@@ -43,8 +44,11 @@ METHODS: dict[str, type[Method]] = {
 
 def build_method(cfg, n_train: int, input_shape: tuple[int, ...], prune: PruneConfig | None = None) -> Method:
     """The method of cfg; a regularizer with method.target_sparsity gets its lam steered (target.py),
-    measuring its progress with the run's prune rule (prune)."""
+    measuring its progress with the run's prune rule (prune); method.plus adds a second penalty (combined.py)."""
     method = METHODS[cfg.name](cfg, n_train, input_shape)
+    if cfg.plus is not None:
+        extra_cfg = SCHEMAS["method"][cfg.plus](lam=cfg.plus_lam)
+        return PlusPenalty(method, METHODS[cfg.plus](extra_cfg, n_train, input_shape))
     if cfg.target_sparsity is not None and cfg.steers_lam:
         method = TargetSparsity(method, prune if prune is not None else PruneConfig())
     return method

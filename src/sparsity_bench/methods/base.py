@@ -80,6 +80,10 @@ class WeightPenalty(Method):
         raise NotImplementedError
 
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
+        return self.penalty_on(prunable_weights(model))
+
+    def penalty_on(self, weights: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The penalty of these weights ({"<layer>.weight": tensor}); None when lam is 0."""
         if self.cfg.lam == 0:
             return None
-        return self.cfg.lam * self.lam_scale * sum(self.term(w) for w in prunable_weights(model).values())
+        return self.cfg.lam * self.lam_scale * sum(self.term(w) for w in weights.values())

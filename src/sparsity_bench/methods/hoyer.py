@@ -7,9 +7,7 @@ gradient pushes small weights (or groups) to zero while sparing large ones.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from ..metrics.sparsity import prunable_weights
 from .base import WeightPenalty
 
 EPS = 1e-12  # keeps an all-zero tensor at 0/eps = 0 instead of 0/0
@@ -121,10 +119,10 @@ class GroupHoyer(WeightPenalty):
     def term(self, w: torch.Tensor) -> torch.Tensor:
         return group_hoyer_square(w)
 
-    def penalty(self, model: nn.Module) -> torch.Tensor | None:
-        reg = super().penalty(model)
+    def penalty_on(self, weights: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        reg = super().penalty_on(weights)
         if self.cfg.l2:
-            l2 = self.cfg.l2 * sum(w.pow(2).sum() for w in prunable_weights(model).values())
+            l2 = self.cfg.l2 * sum(w.pow(2).sum() for w in weights.values())
             reg = l2 if reg is None else reg + l2
         return reg
 

@@ -56,7 +56,7 @@ from torch.nn.utils import parametrize
 
 from ..config import Granularity, PruneConfig, TDConfig
 from ..metrics.coupling import structure_or_none
-from ..metrics.sparsity import prunable_layers
+from ..metrics.sparsity import prunable_layers, raw_weight
 from ..pruning import (
     Masks, bottom_k_mask, check_layer_names, kth_smallest, magnitude_masks, match_layers, n_bottom, numpy_fast_path,
     unit_rows,
@@ -271,10 +271,3 @@ def whole_columns_targeted(layers: list[tuple[str, nn.Module]], gamma: float, va
         return rows.shape[1] if Granularity(variant) == Granularity.weight else rows.shape[0]
 
     return [name for name, m in layers if n_bottom(size(m), gamma) >= size(m)]
-
-
-def raw_weight(m: nn.Module) -> torch.Tensor:
-    """A layer's stored weight, under any parametrization of it."""
-    if parametrize.is_parametrized(m, "weight"):
-        return m.parametrizations.weight.original
-    return m.weight

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 PRUNABLE = (nn.Conv2d, nn.Linear)
 
@@ -21,8 +22,20 @@ def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def prunable_weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    """{"<layer>.weight": tensor} for every prunable layer."""
+    """{"<layer>.weight": tensor} for every prunable layer (the weight its forward uses)."""
     return {f"{name}.weight": m.weight for name, m in prunable_layers(model)}
+
+
+def raw_weight(m: nn.Module) -> torch.Tensor:
+    """A layer's stored weight, under any parametrization of it (L0's gates, TD's dropout)."""
+    if parametrize.is_parametrized(m, "weight"):
+        return m.parametrizations.weight.original
+    return m.weight
+
+
+def trained_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """{"<layer>.weight": the parameter the optimizer updates} for every prunable layer."""
+    return {f"{name}.weight": raw_weight(m) for name, m in prunable_layers(model)}
 
 
 def unit_alive(module: nn.Module, weight: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,0 +1,70 @@
+"""method.plus: a second regularizer on top of any method.
+
+The papers' tools combine: L0's neuron gates decide which units go, while Hoyer-Square
+(or L1, Group-HS, ...) drives single weights of the units that stay to zero; Targeted
+Dropout can be paired with a penalty the same way. PlusPenalty keeps the base method
+whole (its gates or dropout, its penalty, its masks) and adds the weight penalty of
+method.plus, at strength method.plus_lam, on the parameters the optimizer updates: the
+weights under L0's gates or TD's dropout, not their gated or dropped view, so the
+penalty shapes what is trained rather than one random draw of it.
+
+A weight survives pruning when both keep it: the base method's masks (L0: open gates)
+and the run's prune rule on the weights the model now computes with (with L0, the
+weights times their deterministic gates), which removes what the penalty drove to zero.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import PruneConfig
+from ..metrics.sparsity import trained_weights
+from ..pruning import Masks
+from .base import Method, WeightPenalty
+
+
+class PlusPenalty(Method):
+    """base's method with extra's weight penalty added to its loss and extra's prune rule to its masks."""
+
+    def __init__(self, base: Method, extra: WeightPenalty):
+        super().__init__(base.cfg, base.n_train, base.input_shape)
+        self.base, self.extra = base, extra
+
+    def attach(self, model: nn.Module) -> None:
+        self.base.attach(model)
+
+    def penalty(self, model: nn.Module) -> torch.Tensor | None:
+        terms = [t for t in (self.base.penalty(model), self.extra.penalty_on(trained_weights(model))) if t is not None]
+        return sum(terms[1:], terms[0]) if terms else None
+
+    def step(self, progress: float) -> None:
+        self.base.step(progress)
+
+    def weight_masks(self, model: nn.Module, prune: PruneConfig) -> Masks:
+        masks = self.base.weight_masks(model, prune)
+        for key, keep in self.extra.weight_masks(model, prune).items():
+            masks[key] = masks[key] & keep if key in masks else keep
+        return masks
+
+    def gate_sparsity(self, soft: bool = False) -> float | None:
+        return self.base.gate_sparsity(soft)
+
+    def detach(self, model: nn.Module) -> None:
+        self.base.detach(model)
+
+    def scalars(self, model: nn.Module) -> dict[str, float]:
+        return self.base.scalars(model)
+
+    def histograms(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        return self.base.histograms(model)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.base.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.base.load_state_dict(state)
+
+    def report(self) -> dict[str, Any]:
+        return {**self.base.report(), "plus": self.cfg.plus, "plus_lam": self.cfg.plus_lam}
