@@ -93,3 +93,13 @@ def test_results_record_keeps_every_schedule_and_replaces_a_repeated_run():
     rerun = dict(short, error=1.01)
     assert merge([short], [full]) == [full, short]  # sorted by preset, seed, epochs
     assert merge([short, full], [rerun]) == [full, rerun]
+
+
+def test_a_row_lists_the_project_own_recipe_under_the_paper_one_and_checks_it_too():
+    paper_results = _paper_results()
+    base = {"seed": 0, "epochs": "60+20", "minutes": 25, "nonzero": 0.87, "command": "c", "machine": "m"}
+    paper = dict(base, preset="group_hoyer_lenet5_mnist", error=1.07, architecture="6-15-226-16", flops=10.2)
+    ours = dict(base, preset="best_group_hoyer_lenet5_mnist", error=0.85, architecture="5-13-164-20", flops=7.9)
+    lines = [line for line in paper_results.table([ours, paper]).splitlines() if line.startswith("| LeNet-5 | Group-HS |")]
+    assert len(lines) == 2 and "6-15-226-16" in lines[0] and "`best_group_hoyer_lenet5_mnist`" in lines[1]
+    assert "| no |" in lines[0] and "| yes |" in lines[1]  # >= 99.0% with <= 10% of dense FLOPs
