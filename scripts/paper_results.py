@@ -4,8 +4,8 @@
 
 Reads the run directories under the given folder (scripts/reproduce_mnist.sh puts
 each preset's runs in <folder>/<preset>/seed<k>), adds what each run measured to the
-record file (one entry per preset, seed and schedule; a new run replaces the entry it
-repeats), and for every paper row prints the paper's number, ours per recorded run
+record file (one entry per preset, seed, schedule and command; a new run replaces the
+entry it repeats), and for every paper row prints the paper's number, ours per recorded run
 (error, architecture, non-zero weights, FLOPs; then the runs of the project's own presets
 aimed at the same target, named), whether the project's target is met,
 the exact command, the wall time and the machine. Rows without runs are listed as not
@@ -118,8 +118,9 @@ def record(preset: str, run: Run) -> dict:
 
 
 def merge(old: list[dict], new: list[dict]) -> list[dict]:
-    """The old records with the new ones added; a new run replaces one of the same preset, seed and epochs."""
-    key = lambda r: (r["preset"], str(r["seed"]), r["epochs"])  # noqa: E731
+    """The old records with the new ones added; a new run replaces one of the same preset, seed, epochs
+    and command (a preset run with some of its values overridden is another run, kept beside it)."""
+    key = lambda r: (r["preset"], str(r["seed"]), r["epochs"], r.get("command", ""))  # noqa: E731
     merged = {key(r): r for r in old}
     merged.update({key(r): r for r in new})
     return sorted(merged.values(), key=key)

@@ -93,6 +93,8 @@ def test_results_record_keeps_every_schedule_and_replaces_a_repeated_run():
     rerun = dict(short, error=1.01)
     assert merge([short], [full]) == [full, short]  # sorted by preset, seed, epochs
     assert merge([short, full], [rerun]) == [full, rerun]
+    other_lambdas = dict(full, command="python -m sparsity_bench +experiment=hoyer_lenet5_mnist method.lam=1e-3")
+    assert merge([full], [other_lambdas]) == [full, other_lambdas]  # an override makes another run
 
 
 def test_a_row_lists_the_project_own_recipe_under_the_paper_one_and_checks_it_too():
