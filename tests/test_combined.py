@@ -71,6 +71,12 @@ def test_targeted_dropout_takes_a_penalty_too():
     method.attach(model)
     expected = 1e-2 * sum(raw_weight(model[i]).abs().sum() for i in (1, 3))
     assert torch.allclose(method.penalty(model), expected)
+    # the penalty's prune rule reads the weights as evaluation computes them, not a random dropout draw
+    seen, rule = [], method.extra.weight_masks
+    method.extra.weight_masks = lambda m, prune: (seen.append(m.training), rule(m, prune))[1]
+    model.train()
+    method.masks(model, PruneConfig())
+    assert seen == [False] and model.training
 
 
 @pytest.mark.parametrize(

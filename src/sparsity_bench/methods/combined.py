@@ -44,7 +44,14 @@ class PlusPenalty(Method):
 
     def weight_masks(self, model: nn.Module, prune: PruneConfig) -> Masks:
         masks = self.base.weight_masks(model, prune)
-        for key, keep in self.extra.weight_masks(model, prune).items():
+        # the weights as evaluation computes them: in training mode TD's view would be a random draw
+        training = model.training
+        model.eval()
+        try:
+            extra = self.extra.weight_masks(model, prune)
+        finally:
+            model.train(training)
+        for key, keep in extra.items():
             masks[key] = masks[key] & keep if key in masks else keep
         return masks
 
