@@ -56,7 +56,7 @@ from torch.nn.utils import parametrize
 
 from ..config import Granularity, PruneConfig, TDConfig
 from ..metrics.coupling import structure_or_none
-from ..metrics.sparsity import prunable_layers, raw_weight
+from ..metrics.sparsity import prunable_layers, raw_weight, trained_weights
 from ..pruning import (
     Masks, bottom_k_mask, check_layer_names, kth_smallest, magnitude_masks, match_layers, n_bottom, numpy_fast_path,
     unit_rows,
@@ -228,7 +228,7 @@ class TD(Method):
         self._apply_schedule()
 
     def weight_masks(self, model: nn.Module, prune: PruneConfig) -> Masks:
-        weights = {f"{name}.weight": raw_weight(m).detach() for name, m in prunable_layers(model)}
+        weights = {key: w.detach() for key, w in trained_weights(model).items()}
         if self.cfg.target_sparsity is not None:
             return magnitude_masks(weights, prune, self.cfg.target_sparsity)
         masks = {}
