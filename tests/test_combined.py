@@ -25,14 +25,14 @@ def test_penalty_is_the_base_penalty_plus_hoyer_square_of_the_gated_parameters()
     thetas = [raw_weight(model[1]), raw_weight(model[3])]
     assert all(isinstance(t, nn.Parameter) for t in thetas)  # the stored weights, not their gated view
     # by hand: lam_code / N * sum over gates of P(open) * |group|, plus 0.01 * sum (sum |w|)^2 / sum w^2
-    l0_part = method.base.penalty(model)
+    l0_part = method.inner.penalty(model)
     hs = sum(t.abs().sum() ** 2 / t.pow(2).sum() for t in thetas)
     total = method.penalty(model)
     assert torch.allclose(total, l0_part + 0.01 * hs, rtol=1e-5)
     total.backward()
     # the penalty reaches the weights under the gates and, through L0's term, the gates themselves
     assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in thetas)
-    assert method.base.layers[0].log_alpha.grad.abs().sum() > 0
+    assert method.inner.layers[0].log_alpha.grad.abs().sum() > 0
 
 
 def test_a_weight_goes_when_its_gate_closes_or_the_prune_rule_takes_it():
@@ -41,7 +41,7 @@ def test_a_weight_goes_when_its_gate_closes_or_the_prune_rule_takes_it():
     method = build_method(L0Config(plus="hoyer", plus_lam=1e-3), n_train=1000, input_shape=(1, 4, 4))
     method.attach(model)
     with torch.no_grad():
-        first = method.base.layers[0]
+        first = method.inner.layers[0]
         first.log_alpha.fill_(3.0)
         first.log_alpha[2] = -6.0  # input 2 of the first Linear: gate closed
         raw = raw_weight(model[1])
@@ -96,3 +96,14 @@ def test_bad_combinations_are_refused_with_what_to_do(make, message):
 def test_magnitude_keeps_its_target_sparsity_with_a_penalty():
     cfg = MagnitudeConfig(plus="hoyer", plus_lam=1e-4)  # target_sparsity is magnitude's cut, not a steered lam
     assert cfg.target_sparsity == 0.9
+
+
+def test_a_wrapper_forwards_every_hook_of_the_method_interface():
+    # A hook added to Method but not to Wrapped would silently drop the inner method's
+    # behaviour under method.plus and method.target_sparsity.
+    from sparsity_bench.methods.base import Method, Wrapped
+
+    hooks = {name for name, f in vars(Method).items() if callable(f) and not name.startswith("_")}
+    forwarded = {name for name in vars(Wrapped) if not name.startswith("_")}
+    # masks is Method's own: the wrapper's weight_masks plus the BatchNorm channels they remove
+    assert hooks - forwarded == {"masks"}

@@ -87,3 +87,49 @@ class WeightPenalty(Method):
         if self.cfg.lam == 0:
             return None
         return self.cfg.lam * self.lam_scale * sum(self.term(w) for w in weights.values())
+
+
+class Wrapped(Method):
+    """A method around another (``inner``): every call goes to inner unless the wrapper overrides it.
+
+    method.plus (combined.PlusPenalty) and method.target_sparsity (target.TargetSparsity) are such
+    wrappers; each overrides only the calls it changes.
+    """
+
+    def __init__(self, inner: Method):
+        super().__init__(inner.cfg, inner.n_train, inner.input_shape)
+        self.inner = inner
+
+    def attach(self, model: nn.Module) -> None:
+        self.inner.attach(model)
+
+    def penalty(self, model: nn.Module) -> torch.Tensor | None:
+        return self.inner.penalty(model)
+
+    def step(self, progress: float) -> None:
+        self.inner.step(progress)
+
+    # masks() is Method's: the wrapper's weight_masks plus the BatchNorm channels they remove
+    def weight_masks(self, model: nn.Module, prune: PruneConfig) -> Masks:
+        return self.inner.weight_masks(model, prune)
+
+    def gate_sparsity(self, soft: bool = False) -> float | None:
+        return self.inner.gate_sparsity(soft)
+
+    def detach(self, model: nn.Module) -> None:
+        self.inner.detach(model)
+
+    def scalars(self, model: nn.Module) -> dict[str, float]:
+        return self.inner.scalars(model)
+
+    def histograms(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        return self.inner.histograms(model)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.inner.load_state_dict(state)
+
+    def report(self) -> dict[str, Any]:
+        return self.inner.report()

@@ -22,28 +22,22 @@ from torch import nn
 from ..config import PruneConfig
 from ..metrics.sparsity import trained_weights
 from ..pruning import Masks
-from .base import Method, WeightPenalty
+from .base import Method, WeightPenalty, Wrapped
 
 
-class PlusPenalty(Method):
-    """base's method with extra's weight penalty added to its loss and extra's prune rule to its masks."""
+class PlusPenalty(Wrapped):
+    """inner's method with extra's weight penalty added to its loss and extra's prune rule to its masks."""
 
-    def __init__(self, base: Method, extra: WeightPenalty):
-        super().__init__(base.cfg, base.n_train, base.input_shape)
-        self.base, self.extra = base, extra
-
-    def attach(self, model: nn.Module) -> None:
-        self.base.attach(model)
+    def __init__(self, inner: Method, extra: WeightPenalty):
+        super().__init__(inner)
+        self.extra = extra
 
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
-        terms = [t for t in (self.base.penalty(model), self.extra.penalty_on(trained_weights(model))) if t is not None]
+        terms = [t for t in (self.inner.penalty(model), self.extra.penalty_on(trained_weights(model))) if t is not None]
         return sum(terms[1:], terms[0]) if terms else None
 
-    def step(self, progress: float) -> None:
-        self.base.step(progress)
-
     def weight_masks(self, model: nn.Module, prune: PruneConfig) -> Masks:
-        masks = self.base.weight_masks(model, prune)
+        masks = self.inner.weight_masks(model, prune)
         # the weights as evaluation computes them: in training mode TD's view would be a random draw
         training = model.training
         model.eval()
@@ -55,23 +49,5 @@ class PlusPenalty(Method):
             masks[key] = masks[key] & keep if key in masks else keep
         return masks
 
-    def gate_sparsity(self, soft: bool = False) -> float | None:
-        return self.base.gate_sparsity(soft)
-
-    def detach(self, model: nn.Module) -> None:
-        self.base.detach(model)
-
-    def scalars(self, model: nn.Module) -> dict[str, float]:
-        return self.base.scalars(model)
-
-    def histograms(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        return self.base.histograms(model)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.base.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.base.load_state_dict(state)
-
     def report(self) -> dict[str, Any]:
-        return {**self.base.report(), "plus": self.cfg.plus, "plus_lam": self.cfg.plus_lam}
+        return {**self.inner.report(), "plus": self.cfg.plus, "plus_lam": self.cfg.plus_lam}

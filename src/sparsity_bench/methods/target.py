@@ -81,7 +81,7 @@ from torch import nn
 from ..config import PruneConfig, PruneRule
 from ..metrics.sparsity import prunable_weights
 from ..pruning import Masks, magnitude_masks
-from .base import Method
+from .base import Method, Wrapped
 
 log = logging.getLogger("sparsity_bench")
 
@@ -191,12 +191,11 @@ class LamController:
             setattr(self, k, v)
 
 
-class TargetSparsity(Method):
+class TargetSparsity(Wrapped):
     """A regularizer (``inner``) whose lam is steered toward method.target_sparsity; the rest is the inner method's."""
 
     def __init__(self, inner: Method, prune: PruneConfig):
-        super().__init__(inner.cfg, inner.n_train, inner.input_shape)
-        self.inner = inner
+        super().__init__(inner)
         self.rule = measuring_rule(prune)
         self.controller = LamController(self.cfg.target_sparsity, self.cfg.target_gain, self.cfg.target_ramp)
         self.model: nn.Module | None = None  # the model attached to, measured after each step
@@ -211,9 +210,6 @@ class TargetSparsity(Method):
         self.n_weights = sum(w.numel() for w in prunable_weights(model).values())
         if self.thresholds is None:  # a resumed run keeps the ones of its start
             self.thresholds = frozen_thresholds(model, self.rule)
-
-    def penalty(self, model: nn.Module) -> torch.Tensor | None:
-        return self.inner.penalty(model)
 
     def step(self, progress: float) -> None:
         self.inner.step(progress)
@@ -250,12 +246,6 @@ class TargetSparsity(Method):
             out["steered_sparsity"] = self.controller.measured
             out["setpoint_sparsity"] = 1.0 - math.exp(self.controller.setpoint(self.controller.last))
         return out
-
-    def histograms(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        return self.inner.histograms(model)
-
-    def gate_sparsity(self, soft: bool = False) -> float | None:
-        return self.inner.gate_sparsity(soft)
 
     def state_dict(self) -> dict[str, Any]:
         return {
