@@ -238,7 +238,8 @@ PLUS_PENALTIES = ("l1", "l2", "hoyer", "group_hoyer", "group_lasso")
 class MethodConfig:
     """Keys of every method. With target_sparsity set, a regularizer (steers_lam) has its lam
     steered during training toward that sparsity, starting from method.lam (methods/target.py);
-    the other methods are magnitude-pruned to it after training."""
+    with method.plus, the added penalty's plus_lam is steered instead. The other methods are
+    magnitude-pruned to it after training."""
 
     steers_lam: ClassVar[bool] = False  # lam is a regularizer's strength that target_sparsity may steer
 
@@ -252,7 +253,8 @@ class MethodConfig:
     target_ramp: float = 0.3
     # A second regularizer on top of this method (methods/combined.py), e.g. method=l0
     # method.plus=hoyer: L0's neuron gates with Hoyer-Square on the weights they gate.
-    # plus names a weight penalty (PLUS_PENALTIES), plus_lam is its strength.
+    # plus names a weight penalty (PLUS_PENALTIES), plus_lam is its strength. With
+    # target_sparsity on a regularizer, plus_lam is the strength steered; method.lam stays.
     plus: Optional[str] = None
     plus_lam: float = 0.0
 
@@ -265,11 +267,6 @@ class MethodConfig:
                 f"{', '.join(p for p in PLUS_PENALTIES if p != self.name)} (got {self.plus}).",
             )
             _require(self.plus_lam > 0, f"method.plus={self.plus} needs method.plus_lam > 0, its strength (got {self.plus_lam}).")
-            _require(
-                self.target_sparsity is None or not self.steers_lam,
-                f"method.target_sparsity steers one strength, and method={self.name} with method.plus has two: set "
-                "method.lam and method.plus_lam instead, and cut at a sparsity with prune.rule=sparsity prune.sparsity=S.",
-            )
         _require(
             self.target_sparsity is None or 0.0 <= self.target_sparsity < 1.0,
             f"method.target_sparsity must lie in [0, 1) (got {self.target_sparsity}).",
@@ -279,7 +276,7 @@ class MethodConfig:
             0.0 <= self.target_ramp <= 1.0,
             f"method.target_ramp is a share of the training phase and must lie in [0, 1] (got {self.target_ramp}).",
         )
-        if self.steers_lam and self.target_sparsity is not None:
+        if self.steers_lam and self.target_sparsity is not None and self.plus is None:
             _require(
                 self.start_lam() > 0,
                 f"method.target_sparsity steers lam by multiplying it, starting from {self.start_lam_key()}, "

@@ -44,11 +44,14 @@ METHODS: dict[str, type[Method]] = {
 
 def build_method(cfg, n_train: int, input_shape: tuple[int, ...], prune: PruneConfig | None = None) -> Method:
     """The method of cfg; a regularizer with method.target_sparsity gets its lam steered (target.py),
-    measuring its progress with the run's prune rule (prune); method.plus adds a second penalty (combined.py)."""
+    measuring its progress with the run's prune rule (prune); method.plus adds a second penalty (combined.py),
+    whose plus_lam is then the strength steered instead."""
     method = METHODS[cfg.name](cfg, n_train, input_shape)
+    steered = cfg.target_sparsity is not None and cfg.steers_lam
     if cfg.plus is not None:
-        extra_cfg = SCHEMAS["method"][cfg.plus](lam=cfg.plus_lam)
-        return PlusPenalty(method, METHODS[cfg.plus](extra_cfg, n_train, input_shape))
-    if cfg.target_sparsity is not None and cfg.steers_lam:
+        # steered, the added penalty's masks are cut at the target too, as the method's are
+        extra_cfg = SCHEMAS["method"][cfg.plus](lam=cfg.plus_lam, target_sparsity=cfg.target_sparsity if steered else None)
+        method = PlusPenalty(method, METHODS[cfg.plus](extra_cfg, n_train, input_shape))
+    if steered:
         method = TargetSparsity(method, prune if prune is not None else PruneConfig())
     return method

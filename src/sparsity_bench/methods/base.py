@@ -46,6 +46,11 @@ class Method:
         """Which weights of the prunable layers survive; by default the run's prune rule (or method.target_sparsity)."""
         return magnitude_masks(prunable_weights(model), prune, self.cfg.target_sparsity)
 
+    def steered(self) -> "Method":
+        """The regularizer whose lam method.target_sparsity steers (its lam_scale, gate_sparsity and
+        cfg.start_lam): the method itself, or the penalty method.plus adds."""
+        return self
+
     def gate_sparsity(self, soft: bool = False) -> float | None:
         """The fraction of prunable weights whose gates are closed now (soft: how far they are closed on
         average, gates being in [0, 1]); None for a method without gates."""
@@ -112,6 +117,9 @@ class Wrapped(Method):
     # masks() is Method's: the wrapper's weight_masks plus the BatchNorm channels they remove
     def weight_masks(self, model: nn.Module, prune: PruneConfig) -> Masks:
         return self.inner.weight_masks(model, prune)
+
+    def steered(self) -> Method:
+        return self.inner.steered()
 
     def gate_sparsity(self, soft: bool = False) -> float | None:
         return self.inner.gate_sparsity(soft)

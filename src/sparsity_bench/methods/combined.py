@@ -11,6 +11,10 @@ penalty shapes what is trained rather than one random draw of it.
 A weight survives pruning when both keep it: the base method's masks (L0: open gates)
 and the run's prune rule on the weights the model now computes with (with L0, the
 weights times their deterministic gates), which removes what the penalty drove to zero.
+
+With method.target_sparsity, plus_lam is the strength steered (target.TargetSparsity wraps
+PlusPenalty and steers steered(), the added penalty), measured on those same weights, so
+the gates' zeros count; both masks are then cut at exactly the target.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ import torch
 from torch import nn
 
 from ..config import PruneConfig
-from ..metrics.sparsity import trained_weights
+from ..metrics.sparsity import evaluating, trained_weights
 from ..pruning import Masks
 from .base import Method, WeightPenalty, Wrapped
 
@@ -38,16 +42,14 @@ class PlusPenalty(Wrapped):
 
     def weight_masks(self, model: nn.Module, prune: PruneConfig) -> Masks:
         masks = self.inner.weight_masks(model, prune)
-        # the weights as evaluation computes them: in training mode TD's view would be a random draw
-        training = model.training
-        model.eval()
-        try:
+        with evaluating(model):  # in training mode TD's view would be a random draw
             extra = self.extra.weight_masks(model, prune)
-        finally:
-            model.train(training)
         for key, keep in extra.items():
             masks[key] = masks[key] & keep if key in masks else keep
         return masks
+
+    def steered(self) -> Method:
+        return self.extra
 
     def report(self) -> dict[str, Any]:
         return {**self.inner.report(), "plus": self.cfg.plus, "plus_lam": self.cfg.plus_lam}

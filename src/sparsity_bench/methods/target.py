@@ -63,7 +63,9 @@ Shape: a wrapper around the method, not a mixin. A regularizer only exposes
 ``lam_scale`` (the factor its penalty applies to lam; L0 to every layer's lam) and,
 for l0, ``gate_sparsity``; measuring, control, masks at the target and the report
 live here, and the training loop sees one more Method. none, magnitude and td are
-not wrapped: they have no lam (td's knob is method.gamma).
+not wrapped: they have no lam (td's knob is method.gamma). With method.plus the lam
+steered is the added penalty's (inner.steered()), and the signal is read on the weights
+as evaluation computes them, so the base method's closed L0 gates count as zeros.
 
 The controller's state is part of the method's state_dict, so a resumed run continues
 with the same lam. TensorBoard gets method/lam, method/steered_sparsity (the signal)
@@ -79,7 +81,7 @@ import torch
 from torch import nn
 
 from ..config import PruneConfig, PruneRule
-from ..metrics.sparsity import prunable_weights
+from ..metrics.sparsity import evaluating, prunable_weights
 from ..pruning import Masks, magnitude_masks
 from .base import Method, Wrapped
 
@@ -196,6 +198,7 @@ class TargetSparsity(Wrapped):
 
     def __init__(self, inner: Method, prune: PruneConfig):
         super().__init__(inner)
+        self.regularizer = inner.steered()  # whose lam_scale is steered: inner, or the penalty method.plus adds
         self.rule = measuring_rule(prune)
         self.controller = LamController(self.cfg.target_sparsity, self.cfg.target_gain, self.cfg.target_ramp)
         self.model: nn.Module | None = None  # the model attached to, measured after each step
@@ -209,29 +212,34 @@ class TargetSparsity(Wrapped):
         self.model = model
         self.n_weights = sum(w.numel() for w in prunable_weights(model).values())
         if self.thresholds is None:  # a resumed run keeps the ones of its start
-            self.thresholds = frozen_thresholds(model, self.rule)
+            with evaluating(model):
+                self.thresholds = frozen_thresholds(model, self.rule)
 
     def step(self, progress: float) -> None:
         self.inner.step(progress)
         if self.model is not None and self.controller.step(progress, self._measure):
-            self.inner.lam_scale = math.exp(self.controller.log_scale)
+            self.regularizer.lam_scale = math.exp(self.controller.log_scale)
 
     def masks(self, model: nn.Module, prune: PruneConfig) -> Masks:
-        gates = self.inner.gate_sparsity()
-        self.before_cut = gates if gates is not None else rule_sparsity(model, self.rule)
+        gates = self.regularizer.gate_sparsity()
+        if gates is None:
+            with evaluating(model):
+                gates = rule_sparsity(model, self.rule)
+        self.before_cut = gates
         log.info(
             "method.target_sparsity: lam steered from %.4g to %.4g; the regularizer alone reached %.2f%% sparsity, "
             "magnitude pruning takes it to %.2f%%",
-            self.cfg.start_lam(), self.lam(), 100 * self.before_cut, 100 * self.cfg.target_sparsity,
+            self.regularizer.cfg.start_lam(), self.lam(), 100 * self.before_cut, 100 * self.cfg.target_sparsity,
         )  # fmt: skip
         if abs(self.before_cut - self.cfg.target_sparsity) > FAR:
             at_bound = abs(self.controller.log_scale) >= math.log(MAX_FACTOR) - 1e-9
-            bound = " with lam at its limit (1e4 times or 1e-4 times method.lam)" if at_bound else ""
+            key = "method.plus_lam" if self.regularizer is not self.inner else "method.lam"
+            bound = f" with lam at its limit (1e4 times or 1e-4 times {key})" if at_bound else ""
             log.warning(
                 "the regularizer alone stopped %.1f points from method.target_sparsity%s: the magnitude cut made up "
-                "the difference; more training epochs (l0 gates close slowly) or a method.lam nearer the mark let the "
+                "the difference; more training epochs (l0 gates close slowly) or a %s nearer the mark let the "
                 "regularizer get there itself",
-                100 * abs(self.before_cut - self.cfg.target_sparsity), bound,
+                100 * abs(self.before_cut - self.cfg.target_sparsity), bound, key,
             )  # fmt: skip
         return self.inner.masks(model, prune)
 
@@ -256,29 +264,32 @@ class TargetSparsity(Wrapped):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.inner.load_state_dict(state["inner"])
         self.controller.load_state_dict(state["controller"])
-        self.inner.lam_scale = math.exp(self.controller.log_scale)
+        self.regularizer.lam_scale = math.exp(self.controller.log_scale)
         self.thresholds, self.before_cut = state["thresholds"], state["before_cut"]
 
     def report(self) -> dict[str, Any]:
         out = {
             **self.inner.report(),
             "target_sparsity": self.cfg.target_sparsity,
-            "lam_start": self.cfg.start_lam(),
+            "lam_start": self.regularizer.cfg.start_lam(),
             "lam_final": self.lam(),
             "sparsity_before_cut": self.before_cut,  # the run's prune rule (l0: closed gates) on the trained model
             "steered_sparsity": self.controller.measured,  # the last value the controller saw
         }
-        per_layer = getattr(self.cfg, "lam_per_layer", None)
+        per_layer = getattr(self.regularizer.cfg, "lam_per_layer", None)
         if per_layer is not None:
-            out["lam_per_layer_final"] = [lam * self.inner.lam_scale for lam in per_layer]
+            out["lam_per_layer_final"] = [lam * self.regularizer.lam_scale for lam in per_layer]
         return out
 
     # ------------------------------------------------------------------ helpers
     def lam(self) -> float:
-        """The lam in force now (L0-sep: the largest per-layer lam)."""
-        return self.cfg.start_lam() * self.inner.lam_scale
+        """The lam in force now (L0-sep: the largest per-layer lam; with method.plus: plus_lam's)."""
+        return self.regularizer.cfg.start_lam() * self.regularizer.lam_scale
 
     def _measure(self) -> tuple[float, int]:
-        gates = self.inner.gate_sparsity(soft=True)
-        sparsity = gates if gates is not None else fraction_below(self.model, self.thresholds)
+        gates = self.regularizer.gate_sparsity(soft=True)
+        if gates is not None:
+            return gates, self.n_weights
+        with evaluating(self.model):
+            sparsity = fraction_below(self.model, self.thresholds)
         return sparsity, self.n_weights

@@ -9,6 +9,9 @@ sum; the FLOPs count (flops.live_units) follows such channels, this does not.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -36,6 +39,18 @@ def raw_weight(m: nn.Module) -> torch.Tensor:
 def trained_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     """{"<layer>.weight": the parameter the optimizer updates} for every prunable layer."""
     return {f"{name}.weight": raw_weight(m) for name, m in prunable_layers(model)}
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """The model in evaluation mode for the block: its weights as evaluation computes them
+    (L0: deterministic gates; TD: nothing dropped), not one random draw of training."""
+    training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(training)
 
 
 def unit_alive(module: nn.Module, weight: torch.Tensor | None = None) -> torch.Tensor:
