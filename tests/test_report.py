@@ -211,3 +211,10 @@ def test_every_sweep_the_configs_and_readme_name_exists():
     named = {m for text in texts for m in re.findall(r"\+sweep=([a-z0-9_]+)(?![\w$<{])", text)}
     assert "td_lenet5_grid" in named
     assert not [name for name in named if not (root / "conf" / "sweep" / f"{name}.yaml").is_file()]
+
+
+def test_sixteen_series_of_a_grid_sweep_are_told_apart_by_colour_and_marker():
+    from sparsity_bench.report import series_color, series_marker
+
+    styles = {(series_color(n), series_marker(n)) for n in range(16)}
+    assert len(styles) == 16

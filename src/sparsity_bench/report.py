@@ -395,6 +395,21 @@ def _series_label(row: dict, extra: Sequence[str], vary_model: bool, vary_data: 
     return " ".join(parts)
 
 
+MARKERS = "osD^vP*Xph"
+
+
+def series_color(n: int) -> tuple:
+    import matplotlib
+
+    return matplotlib.colormaps["tab10"](n % 10)
+
+
+def series_marker(n: int) -> str:
+    """Shifted by one every ten series, so series n and n + 10 (same colour) differ in marker:
+    a 4 x 4 grid sweep gets 16 distinguishable lines."""
+    return MARKERS[(n + n // 10) % len(MARKERS)]
+
+
 def plot(rows: Sequence[dict], extra: Sequence[str], kind: str, path: Path) -> Path:
     """Test accuracy against weights kept (kind="sparsity") or effective FLOPs (kind="flops")."""
     import matplotlib
@@ -425,14 +440,12 @@ def plot(rows: Sequence[dict], extra: Sequence[str], kind: str, path: Path) -> P
         series.setdefault(label, []).append(i)
 
     fig, ax = plt.subplots(figsize=(7.5, 5), dpi=130)
-    cmap = plt.get_cmap("tab10")
-    markers = "osD^vP*Xph"
     for n, (label, idx) in enumerate(series.items()):
         idx = sorted(idx, key=lambda i: xs[i])
         ax.errorbar(
             [xs[i] for i in idx], [ys[i] for i in idx],
             xerr=[nan0(xerr[i]) for i in idx], yerr=[nan0(yerr[i]) for i in idx],
-            label=label, color=cmap(n % 10), marker=markers[n % len(markers)], markersize=5,
+            label=label, color=series_color(n), marker=series_marker(n), markersize=5,
             linewidth=1.4, elinewidth=1, capsize=3, alpha=0.9,
         )  # fmt: skip
 
@@ -484,11 +497,9 @@ def plot_curves(rows: Sequence[dict], extra: Sequence[str], path: Path) -> Path:
     fractions = sorted({f for c in curves for f in c})
     pos = {f: i for i, f in enumerate(fractions)}
     fig, ax = plt.subplots(figsize=(7.5, 5), dpi=130)
-    cmap = plt.get_cmap("tab10")
-    markers = "osD^vP*Xph"
     for n, (label, c) in enumerate((lab, c) for lab, c in zip(_labels(rows, extra), curves) if c):
-        ax.plot([pos[f] for f in c], [100 * a for a in c.values()], label=label, color=cmap(n % 10),
-                marker=markers[n % len(markers)], markersize=5, linewidth=1.4, alpha=0.9)  # fmt: skip
+        ax.plot([pos[f] for f in c], [100 * a for a in c.values()], label=label, color=series_color(n),
+                marker=series_marker(n), markersize=5, linewidth=1.4, alpha=0.9)  # fmt: skip
     ax.set_xticks(range(len(fractions)), [f"{100 * f:g}%" for f in fractions])
     ax.set_xlabel("fraction pruned in one shot (smallest magnitude first, no finetuning)")
     ax.set_ylabel("test accuracy, %")
@@ -506,7 +517,7 @@ def _legend_and_save(fig, ax, path: Path, inside: str) -> Path:
     if len(labels) <= 4 and max(map(len, labels), default=0) <= 40:
         ax.legend(fontsize=8, loc=inside, framealpha=0.85)
     else:
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.14), frameon=False)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.2), frameon=False)  # under the x label
     fig.tight_layout()
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
