@@ -510,16 +510,15 @@ def plot_curves(rows: Sequence[dict], extra: Sequence[str], path: Path) -> Path:
 
 def _legend_and_save(fig, ax, path: Path, inside: str) -> Path:
     """A few short labels go inside the axes (at `inside`); many or long ones (several swept
-    keys) would cover the points, so they go below the axes."""
+    keys) would cover the points, so they go to the right of the axes, whatever their number."""
     import matplotlib.pyplot as plt
 
     labels = ax.get_legend_handles_labels()[1]
     if len(labels) <= 4 and max(map(len, labels), default=0) <= 40:
         ax.legend(fontsize=8, loc=inside, framealpha=0.85)
     else:
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.2), frameon=False)  # under the x label
-    fig.tight_layout()
-    fig.savefig(path, bbox_inches="tight")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+    fig.savefig(path, bbox_inches="tight")  # widened to take a legend beside the axes
     plt.close(fig)
     return path
 
