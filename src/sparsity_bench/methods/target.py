@@ -221,11 +221,11 @@ class TargetSparsity(Wrapped):
             self.regularizer.lam_scale = math.exp(self.controller.log_scale)
 
     def masks(self, model: nn.Module, prune: PruneConfig) -> Masks:
-        gates = self.regularizer.gate_sparsity()
-        if gates is None:
+        before = self.regularizer.gate_sparsity()  # l0: closed gates; else the run's rule on the weights
+        if before is None:
             with evaluating(model):
-                gates = rule_sparsity(model, self.rule)
-        self.before_cut = gates
+                before = rule_sparsity(model, self.rule)
+        self.before_cut = before
         log.info(
             "method.target_sparsity: lam steered from %.4g to %.4g; the regularizer alone reached %.2f%% sparsity, "
             "magnitude pruning takes it to %.2f%%",
@@ -233,7 +233,7 @@ class TargetSparsity(Wrapped):
         )  # fmt: skip
         if abs(self.before_cut - self.cfg.target_sparsity) > FAR:
             at_bound = abs(self.controller.log_scale) >= math.log(MAX_FACTOR) - 1e-9
-            key = "method.plus_lam" if self.regularizer is not self.inner else "method.lam"
+            key = "method.plus_lam" if self.regularizer is not self.inner else self.cfg.start_lam_key()
             bound = f" with lam at its limit (1e4 times or 1e-4 times {key})" if at_bound else ""
             log.warning(
                 "the regularizer alone stopped %.1f points from method.target_sparsity%s: the magnitude cut made up "
