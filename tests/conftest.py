@@ -23,6 +23,17 @@ def small_run(model="lenet300", method="none", epochs=2, ft_epochs=1, **method_k
     )
 
 
+def steering_run(method="l1", epochs=10, **method_kw) -> RunConfig:
+    """small_run on noisier data (some loss is left to hold weights up), where method.target_sparsity
+    is tested: no prune curve, no slim or speed measurement, one thread."""
+    cfg = small_run("lenet300", method, epochs=epochs, ft_epochs=1, **method_kw)
+    cfg.dataset.noise = 2.0
+    cfg.curve.fractions = []
+    cfg.measure.slim = cfg.measure.speed = False
+    cfg.threads = 1
+    return cfg
+
+
 def trained_outcome(final: dict) -> dict:
     """results.json `final` without measured times, which differ from run to run."""
     return {k: v for k, v in final.items() if k != "speedup_measured"}

@@ -9,7 +9,7 @@ from sparsity_bench.methods.combined import PlusPenalty
 from sparsity_bench.metrics.sparsity import raw_weight
 from sparsity_bench.pipeline import Pipeline
 
-from conftest import small_run
+from conftest import small_run, steering_run
 
 
 def _lenet_like() -> nn.Sequential:
@@ -94,11 +94,7 @@ def test_bad_combinations_are_refused_with_what_to_do(make, message):
 
 def test_with_a_target_the_added_penalty_is_steered_and_the_gates_lam_stays(tmp_path):
     # hoyer lands 70% on this data near lam 4e-5..9e-5 (test_target_sparsity.py): start 10x below
-    cfg = small_run("lenet300", "l0", epochs=10, ft_epochs=1, lam=0.1, plus="hoyer", plus_lam=3e-6, target_sparsity=0.7)
-    cfg.dataset.noise = 2.0
-    cfg.curve.fractions = []
-    cfg.measure.slim = cfg.measure.speed = False
-    cfg.threads = 1
+    cfg = steering_run("l0", lam=0.1, plus="hoyer", plus_lam=3e-6, target_sparsity=0.7)
     pipe = Pipeline(cfg, tmp_path, {})
     results = pipe.run()
     report = results["method"]

@@ -13,7 +13,7 @@ from sparsity_bench.methods import build_method
 from sparsity_bench.methods.target import BRAKE, MAX_FACTOR, PROPORTIONAL, LamController, TargetSparsity
 from sparsity_bench.pipeline import Pipeline
 
-from conftest import run_interrupted, small_run, trained_outcome
+from conftest import run_interrupted, small_run, steering_run, trained_outcome
 
 
 # ---------------------------------------------------------------- the control law, by hand
@@ -110,12 +110,7 @@ def test_masks_cut_at_the_target_and_report_the_rule_before_the_cut(caplog):
 
 # ---------------------------------------------------------------- landing, end to end
 def _steered_run(tmp_path, method, lam, target=0.7, epochs=10):
-    cfg = small_run("lenet300", method, epochs=epochs, ft_epochs=1, lam=lam, target_sparsity=target)
-    cfg.dataset.noise = 2.0  # harder than the default: some loss is left to hold weights up
-    cfg.curve.fractions = []
-    cfg.measure.slim = cfg.measure.speed = False
-    cfg.threads = 1
-    return Pipeline(cfg, tmp_path, {}).run()
+    return Pipeline(steering_run(method, epochs, lam=lam, target_sparsity=target), tmp_path, {}).run()
 
 
 # The lam that lands 70% on this data is about 5e-4..9e-4 for l1 and 4e-5..9e-5 for hoyer:
