@@ -166,7 +166,10 @@ class Pipeline:
         model, data, method = self.model, self.data, self.method
         steps_per_epoch = math.ceil(len(data.train) / t.batch_size)
         total_steps = t.epochs * steps_per_epoch
-        params = [p for p in model.parameters() if p.requires_grad]
+        # In name order: the optimizer's state is saved by position, and removing a parametrization
+        # (L0's detach) moves a weight to the end of its module's parameters, where a model rebuilt
+        # to resume the finetune phase does not have it.
+        params = [p for _, p in sorted(model.named_parameters()) if p.requires_grad]
         opt = make_optimizer(params, t)
         sched = make_scheduler(opt, t, total_steps)
         start_epoch, best, seconds, train_seconds = 0, None, 0.0, 0.0
