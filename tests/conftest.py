@@ -60,8 +60,8 @@ class Killed(Exception):
     """Stands for the process dying right after a checkpoint."""
 
 
-def run_interrupted(cfg: RunConfig, run_dir, monkeypatch, stop_after: int) -> tuple:
-    """Run cfg into run_dir, die after checkpoint number stop_after, rerun to the end: (pipeline, results)."""
+def run_killed(cfg: RunConfig, run_dir, monkeypatch, stop_after: int) -> None:
+    """Run cfg into run_dir and die right after checkpoint number stop_after."""
     from sparsity_bench.pipeline import Pipeline
 
     saves = {"n": 0}
@@ -77,6 +77,13 @@ def run_interrupted(cfg: RunConfig, run_dir, monkeypatch, stop_after: int) -> tu
     with pytest.raises(Killed):
         Pipeline(cfg, run_dir, {}).run()
     monkeypatch.setattr(Pipeline, "_save", real_save)
+
+
+def run_interrupted(cfg: RunConfig, run_dir, monkeypatch, stop_after: int) -> tuple:
+    """Run cfg into run_dir, die after checkpoint number stop_after, rerun to the end: (pipeline, results)."""
+    from sparsity_bench.pipeline import Pipeline
+
+    run_killed(cfg, run_dir, monkeypatch, stop_after)
     pipe = Pipeline(cfg, run_dir, {})
     return pipe, pipe.run()
 

@@ -1,9 +1,10 @@
 import pytest
 import torch
 
+from sparsity_bench.errors import RunDirError
 from sparsity_bench.pipeline import Pipeline
 
-from conftest import run_interrupted, small_run, trained_outcome
+from conftest import run_interrupted, run_killed, small_run, trained_outcome
 
 
 @pytest.mark.parametrize("method, stop_after", [("l1", 2), ("magnitude", 4), ("l0", 4)])  # mid-train, mid-finetune
@@ -51,3 +52,18 @@ def test_a_checkpoint_write_that_fails_midway_leaves_the_previous_one_to_resume_
     resumed = Pipeline(cfg, tmp_path / "cut", {}).run()
     assert trained_outcome(resumed["final"]) == trained_outcome(reference["final"])
     assert torch.load(ckpt, weights_only=False)["finished"]
+
+
+def test_a_checkpoint_whose_optimizer_state_fits_other_parameters_is_refused_in_one_sentence(tmp_path, monkeypatch):
+    """An older version saved Adam's state in another parameter order: loaded by position it would
+    pair moments with the wrong tensors (a shape error deep in Adam, or silently wrong steps)."""
+    cfg = small_run("lenet300", "l1", epochs=2, ft_epochs=1, lam=1e-4)
+    cfg.curve.fractions, cfg.measure.slim = [], False
+    run_killed(cfg, tmp_path, monkeypatch, stop_after=1)
+    ckpt = tmp_path / "checkpoints" / "last.pt"
+    state = torch.load(ckpt, weights_only=False)
+    del state["param_names"]  # as an older version wrote it
+    torch.save(state, ckpt)
+    with pytest.raises(RunDirError, match="written by an older one.*new hydra.run.dir") as err:
+        Pipeline(cfg, tmp_path, {}).run()
+    assert "\n" not in str(err.value)

@@ -36,7 +36,7 @@ from .run_log import Recorder
 log = logging.getLogger("sparsity_bench")
 
 
-from .errors import ConfigError, TrainingDiverged  # noqa: E402
+from .errors import ConfigError, RunDirError, TrainingDiverged  # noqa: E402
 
 def _machine(device: torch.device) -> str:
     """What ran the job, for the record next to its timings."""
@@ -143,7 +143,7 @@ class Pipeline:
         state = {
             "ema": None if ema is None else ema.state_dict(),
             "phase": phase, "epoch": epoch, "epoch_step": self.epoch_step, "clock": clock,
-            "model": self.model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "model": self.model.state_dict(), "optimizer": opt.state_dict(), "param_names": self.param_names, "scheduler": sched.state_dict(),
             "method": self.method.state_dict(), "masks": self.masks, "phases": self.phases, "prune_curve": self.prune_curve,
             "best": best, "rng": _rng_state(self.gen), "config": self.config_dict, "tb": self.rec.mark(),
         }  # fmt: skip
@@ -169,11 +169,19 @@ class Pipeline:
         # In name order: the optimizer's state is saved by position, and removing a parametrization
         # (L0's detach) moves a weight to the end of its module's parameters, where a model rebuilt
         # to resume the finetune phase does not have it.
-        params = [p for _, p in sorted(model.named_parameters()) if p.requires_grad]
+        named = [(n, p) for n, p in sorted(model.named_parameters()) if p.requires_grad]
+        self.param_names = [n for n, _ in named]  # saved beside the optimizer's state, checked on resume
+        params = [p for _, p in named]
         opt = make_optimizer(params, t)
         sched = make_scheduler(opt, t, total_steps)
         start_epoch, best, seconds, train_seconds = 0, None, 0.0, 0.0
         if resume is not None:
+            if resume.get("param_names") != self.param_names:
+                raise RunDirError(
+                    f"{self.ckpt_path} holds optimizer state for other parameters than this version of "
+                    "sparsity_bench trains (it was written by an older one); resume it with that version, "
+                    "or give this run a new hydra.run.dir."
+                )
             opt.load_state_dict(resume["optimizer"])
             sched.load_state_dict(resume["scheduler"])
             start_epoch, best = resume["epoch"], resume["best"]
