@@ -6,6 +6,7 @@ import torch
 from sparsity_bench.config import PruneRule
 from sparsity_bench.pipeline import Pipeline
 from sparsity_bench.pruning import _param
+from sparsity_bench.run_log import summary_table
 
 from conftest import small_run
 
@@ -108,3 +109,18 @@ def test_ema_weights_are_the_ones_evaluated_and_kept(tmp_path):
     averaged = trained_distance(0.999, tmp_path / "ema")
     # the EMA has absorbed ~1 - 0.999**48 ~ 5% of the path, and tracked it (not zero)
     assert 0 < averaged < 0.2 * plain
+
+
+def test_without_a_validation_split_every_example_trains_and_the_last_epoch_is_kept(tmp_path, caplog):
+    """dataset.val_size=0, the papers' protocol (all 60,000 MNIST images train): no best-epoch choice."""
+    cfg = small_run("lenet300", "magnitude", epochs=1, ft_epochs=2, target_sparsity=0.8)
+    cfg.dataset.val_size = 0
+    cfg.finetune.keep_best = True  # nothing to choose by: ignored
+    with caplog.at_level("INFO", logger="sparsity_bench"):
+        pipe, results = _run(tmp_path, cfg)
+    assert len(pipe.data.train) == cfg.dataset.train_size
+    assert all(phase["val_acc"] is None for phase in results["phases"].values())
+    assert "keeping epoch" not in caplog.text
+    assert "val n/a" in caplog.text
+    finetune_row = summary_table(results, tmp_path).splitlines()[4]
+    assert finetune_row.startswith("finetune") and finetune_row.split()[2] == "n/a"

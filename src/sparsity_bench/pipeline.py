@@ -31,7 +31,7 @@ from .metrics.speed import csr_linear_speed, model_speed
 from .models import build_model
 from .pruning import Masks, apply_masks, check_layer_names, damage_warning, heaviest_tail, mask_gradients
 from .run_dir import CHECKPOINT
-from .run_log import Recorder
+from .run_log import Recorder, percent
 
 log = logging.getLogger("sparsity_bench")
 
@@ -75,8 +75,10 @@ def make_scheduler(opt: torch.optim.Optimizer, t: TrainConfig, total_steps: int)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, batch_size: int, accel: Accel | None = None) -> float:
-    """Top-1 accuracy on a split."""
+def evaluate(model: nn.Module, split: Split, batch_size: int, accel: Accel | None = None) -> float | None:
+    """Top-1 accuracy on a split; None for an empty one (dataset.val_size=0: no validation split)."""
+    if len(split) == 0:
+        return None
     was_training = model.training
     model.eval()
     correct = 0
@@ -88,7 +90,7 @@ def evaluate(model: nn.Module, split: Split, batch_size: int, accel: Accel | Non
             logits = model(x)
         correct = correct + (logits.argmax(dim=1) == y).sum()  # stays on the device until the end
     model.train(was_training)
-    return int(correct) / max(len(split), 1)
+    return int(correct) / len(split)
 
 
 def _rng_state(gen: torch.Generator) -> dict:
@@ -195,7 +197,7 @@ class Pipeline:
         if ema is not None and resume is not None and resume.get("ema") is not None:
             ema.load_state_dict(resume["ema"])
         evaluated = ema.module if ema is not None else model
-        keep_best = getattr(t, "keep_best", False)
+        keep_best = getattr(t, "keep_best", False) and len(data.val) > 0  # without a validation split: the last epoch
         show_bar = self.cfg.progress and sys.stderr.isatty()
         accel = self.accel
         forward = accel.training_forward(model)
@@ -244,7 +246,9 @@ class Pipeline:
             val_acc = evaluate(evaluated, data.val, t.eval_batch_size, accel)
             self.epoch_step += 1
             measured = measure(evaluated, data.input_shape)
-            scalars = {f"{phase}/loss": mean_loss, f"{phase}/lr": sched.get_last_lr()[0], "val/acc": val_acc}
+            scalars = {f"{phase}/loss": mean_loss, f"{phase}/lr": sched.get_last_lr()[0]}
+            if val_acc is not None:
+                scalars["val/acc"] = val_acc
             if penalize:
                 if pen_sum.item() != 0:
                     scalars[f"{phase}/penalty"] = (pen_sum / steps_per_epoch).item()
@@ -257,8 +261,8 @@ class Pipeline:
                 best = {"val_acc": val_acc, "epoch": epoch + 1, "model": copy.deepcopy(evaluated.state_dict())}
             seconds += time.perf_counter() - t0
             log.info(
-                "%s epoch %d/%d  loss %.4f  val %.2f%%  sparsity %.2f%%  %.1fs",
-                phase, epoch + 1, t.epochs, mean_loss, 100 * val_acc, 100 * measured["sparsity"], time.perf_counter() - t0,
+                "%s epoch %d/%d  loss %.4f  val %s  sparsity %.2f%%  %.1fs",
+                phase, epoch + 1, t.epochs, mean_loss, percent(val_acc), 100 * measured["sparsity"], time.perf_counter() - t0,
             )
             self._save(phase, epoch + 1, opt, sched, best, (seconds, train_seconds), ema)
 
@@ -317,7 +321,7 @@ class Pipeline:
                     "val_acc": evaluate(model, self.data.val, cfg.train.eval_batch_size, self.accel),
                     "seconds": prune_seconds + time.perf_counter() - t0,
                 }
-                warning = damage_warning(
+                warning = len(self.data.val) and damage_warning(
                     self.phases["train"]["val_acc"], self.phases["prune"]["val_acc"], self.data.num_classes, tail, cfg.prune
                 )
                 if warning:

@@ -172,6 +172,11 @@ def _fmt_flops(f: float) -> str:
     return f"{f:.0f}"
 
 
+def percent(acc: float | None) -> str:
+    """An accuracy for the log: "98.12%", or "n/a" where there is no split to measure it on."""
+    return "n/a" if acc is None else f"{100 * acc:.2f}%"
+
+
 def summary_table(results: dict, run_dir: Path) -> str:
     """The console summary: accuracy per phase, sparsity, architecture, FLOPs, per-layer detail."""
     final, phases = results["final"], results["phases"]
@@ -179,7 +184,7 @@ def summary_table(results: dict, run_dir: Path) -> str:
     for name, p in phases.items():
         sps = p.get("samples_per_second")
         lines.append(
-            f"{name:<10} {100 * p['test_acc']:>7.2f}%  {100 * p['val_acc']:>7.2f}%  {p['seconds']:>7.1f}"
+            f"{name:<10} {100 * p['test_acc']:>7.2f}%  {percent(p['val_acc']):>8}  {p['seconds']:>7.1f}"
             f"   {'' if sps is None else f'{sps:>9.0f}'}"
         )
     lines += [
