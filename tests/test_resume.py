@@ -7,8 +7,8 @@ from sparsity_bench.pipeline import Pipeline
 from conftest import run_interrupted, run_killed, small_run, trained_outcome
 
 
-@pytest.mark.parametrize("method, stop_after", [("l1", 2), ("magnitude", 4), ("l0", 4)])  # mid-train, mid-finetune
-# (l0 mid-finetune: the model is rebuilt without the gates detach removed)
+# mid-train, mid-finetune; l0 mid-finetune: the model is rebuilt without the gates detach removed
+@pytest.mark.parametrize("method, stop_after", [("l1", 2), ("magnitude", 4), ("l0", 4)])
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, method, stop_after):
     cfg = small_run("lenet300", method, epochs=3, ft_epochs=2)
     cfg.finetune.keep_best = True
