@@ -10,7 +10,7 @@ from sparsity_bench.metrics import measure
 from sparsity_bench.metrics.flops import dense_flops
 from sparsity_bench.metrics.slim import check_loads_standalone, max_abs_diff, save, slim
 from sparsity_bench.metrics.sparsity import prunable_layers
-from sparsity_bench.metrics.speed import csr_linear_speed, model_speed
+from sparsity_bench.metrics.speed import csr_linear_speed, model_speed, paired_speedup
 from sparsity_bench.models import LeNet5, LeNet300
 from sparsity_bench.pipeline import Pipeline
 
@@ -220,11 +220,22 @@ def test_speed_numbers_are_positive_and_quick():
     assert csr["layers"]["net.1"]["density"] == pytest.approx(0.1, abs=0.02)
 
 
+def test_speedup_pairs_each_dense_round_with_its_slim_round():
+    # A load that doubles every time in the middle rounds slows both models of a pair alike:
+    # the paired ratios stay 2.0, where the medians of each model's times alone give 2.0 only by luck.
+    dense, slim_ = [2.0, 4.0, 8.0, 2.0, 2.0], [1.0, 2.0, 4.0, 1.0, 1.0]
+    assert paired_speedup(dense, slim_) == {"speedup": 2.0, "speedup_quartiles": [2.0, 2.0], "steady": True}
+    # ratios 1, 2, 3, 4, 5: median 3, quartiles 1.5 and 4.5 (statistics' exclusive method): 3x apart
+    busy = paired_speedup([1.0, 2.0, 3.0, 4.0, 5.0], [1.0] * 5)
+    assert busy["speedup"] == 3.0 and busy["speedup_quartiles"] == [1.5, 4.5] and busy["steady"] is False
+
+
 def test_pipeline_fills_final_and_survives_a_slimming_failure(tmp_path, monkeypatch):
     cfg = small_run("lenet300", "magnitude", epochs=0, ft_epochs=0, target_sparsity=0.9)
     results = Pipeline(cfg, tmp_path / "ok", {}).run()
     final = results["final"]
     assert final["slim_max_abs_diff"] < 1e-5 and final["speedup_measured"] > 0
+    assert isinstance(final["speedup_steady"], bool)
     assert final["flops_slim"] <= final["flops_structural"]
     assert set(results["speed"]) >= {"device", "batch_1", "batch_64", "csr_linear_speedup"}
     assert (tmp_path / "ok" / "slim.pt").is_file()

@@ -22,6 +22,7 @@ from .accel import Accel
 from .config import Granularity, Optim, RunConfig, Schedule, TrainConfig
 from .curve import prune_curve
 from .datasets import Data, Split, load_data
+from .errors import ConfigError, RunDirError, TrainingDiverged
 from .methods import Method, build_method
 from .metrics import measure
 from .metrics.flops import dense_flops
@@ -35,8 +36,6 @@ from .run_log import Recorder, percent
 
 log = logging.getLogger("sparsity_bench")
 
-
-from .errors import ConfigError, RunDirError, TrainingDiverged  # noqa: E402
 
 def _machine(device: torch.device) -> str:
     """What ran the job, for the record next to its timings."""
@@ -418,7 +417,14 @@ class Pipeline:
                 speed["cpu"] = self._time(model, slimmed, examples.cpu(), torch.device("cpu"))
             at = 256 if 256 in m.batch_sizes else max(m.batch_sizes)
             speed["speedup_batch"] = at
-            final["speedup_measured"] = speed[f"batch_{at}"]["speedup"]
+            timed = speed[f"batch_{at}"]
+            final["speedup_measured"], final["speedup_steady"] = timed["speedup"], timed["steady"]
+            if not timed["steady"]:
+                low, high = timed["speedup_quartiles"]
+                log.warning(
+                    "the measured speedup is unsteady (its rounds' quartiles %.2fx and %.2fx): the machine was busy, so read it "
+                    "as noise; measure.threads=1 and fewer jobs beside the run give steady timings.", low, high,
+                )
             return speed
         except Exception as err:  # noqa: BLE001
             final["speed_error"] = f"{type(err).__name__}: {err}"

@@ -234,6 +234,8 @@ def _slim_line(final: dict, speed: dict | None) -> str:
         f"\nmeasured speedup {final['speedup_measured']:.2f}x on {speed['device']} at {batch.replace('_', ' ')} "
         f"({t['dense_ms']:.2f} ms dense -> {t['slim_ms']:.2f} ms slim)"
     )
+    if t.get("steady") is False:
+        text += " UNSTEADY, the machine was busy: quartiles {:.2f}x-{:.2f}x".format(*t["speedup_quartiles"])
     if speed.get("csr_linear_speedup") is not None:
         text += f"; CSR Linear layers {speed['csr_linear_speedup']:.2f}x vs dense"
     return text

@@ -4,8 +4,11 @@ Timing rules: eval mode under torch.inference_mode, warm-up calls first, then
 `repeats` timed rounds whose median is reported; each round runs the model
 enough times to last about a millisecond (timer resolution and Python overhead
 matter at batch 1), and the dense and slimmed models alternate round by round so
-that a machine shared with other work slows both alike. On CUDA the device is
-synchronized before the clock is read.
+that a machine shared with other work slows both alike. The speedup is the median
+of the rounds' paired ratios (dense round / the slim round right after it), and
+the quartiles of those ratios say how steady the machine was: on a busy one they
+spread, and a speedup whose quartiles lie more than UNSTEADY apart is flagged
+rather than trusted. On CUDA the device is synchronized before the clock is read.
 """
 from __future__ import annotations
 
@@ -32,8 +35,11 @@ def _calls_per_round(fn: Callable[[], object], device: torch.device, target_s: f
     return max(1, min(1000, int(target_s / once)))
 
 
-def time_calls(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int, warmup: int) -> dict[str, float]:
-    """Median milliseconds per call of each function, interleaving them round by round."""
+UNSTEADY = 1.25  # upper / lower quartile of the paired ratios beyond which a speedup is not trusted
+
+
+def time_rounds(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Milliseconds per call of each function in each round, the functions interleaved round by round."""
     for fn in fns.values():
         for _ in range(max(warmup, 1)):
             fn()
@@ -46,8 +52,23 @@ def time_calls(fns: dict[str, Callable[[], object]], device: torch.device, repea
             for _ in range(number[k]):
                 fn()
             _sync(device)
-            samples[k].append((time.perf_counter() - t0) / number[k])
-    return {k: 1e3 * statistics.median(v) for k, v in samples.items()}
+            samples[k].append(1e3 * (time.perf_counter() - t0) / number[k])
+    return samples
+
+
+def time_calls(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int, warmup: int) -> dict[str, float]:
+    """Median milliseconds per call of each function, interleaving them round by round."""
+    return {k: statistics.median(v) for k, v in time_rounds(fns, device, repeats, warmup).items()}
+
+
+def paired_speedup(dense_ms: Sequence[float], slim_ms: Sequence[float]) -> dict:
+    """Median of the round-by-round ratios dense / slim, their quartiles, and whether they agree."""
+    ratios = sorted(d / s for d, s in zip(dense_ms, slim_ms))
+    if len(ratios) >= 4:
+        low, _, high = statistics.quantiles(ratios, n=4)
+    else:
+        low, high = ratios[0], ratios[-1]
+    return {"speedup": statistics.median(ratios), "speedup_quartiles": [low, high], "steady": high <= UNSTEADY * low}
 
 
 def _batch(examples: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:
@@ -60,7 +81,7 @@ def model_speed(
     dense: nn.Module, slim: nn.Module, examples: torch.Tensor, device: torch.device,
     batch_sizes: Sequence[int] = (1, 256), repeats: int = 20, warmup: int = 3,
 ) -> dict:
-    """{batch_<n>: {dense_ms, slim_ms, speedup, dense_per_s, slim_per_s}} on `device`.
+    """{batch_<n>: {dense_ms, slim_ms, speedup, speedup_quartiles, steady, dense_per_s, slim_per_s}} on `device`.
 
     examples: real inputs, repeated as needed to fill a batch. The models are
     copied to `device` and timed in eval mode; the originals are left as they were.
@@ -74,9 +95,10 @@ def model_speed(
     try:
         for b in batch_sizes:
             x = _batch(examples, b, device)
-            ms = time_calls({k: (lambda m=m: m(x)) for k, (m, _, _) in models.items()}, device, repeats, warmup)
+            rounds = time_rounds({k: (lambda m=m: m(x)) for k, (m, _, _) in models.items()}, device, repeats, warmup)
+            ms = {k: statistics.median(v) for k, v in rounds.items()}
             table[f"batch_{b}"] = {
-                "dense_ms": ms["dense"], "slim_ms": ms["slim"], "speedup": ms["dense"] / ms["slim"],
+                "dense_ms": ms["dense"], "slim_ms": ms["slim"], **paired_speedup(rounds["dense"], rounds["slim"]),
                 "dense_per_s": 1e3 * b / ms["dense"], "slim_per_s": 1e3 * b / ms["slim"],
             }  # fmt: skip
     finally:
