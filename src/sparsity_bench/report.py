@@ -210,7 +210,9 @@ def summarize(group: Group, extra: Sequence[str]) -> dict[str, Any]:
     archs = Counter(str(f["architecture"]) for f in finals if f.get("architecture") is not None)
     flops_eff = _mean(col("flops_effective"))
     flops_dense = Counter(col("flops_dense")).most_common(1)[0][0]
-    speedups = col("speedup_measured")
+    # a speedup timed on a busy machine (speedup_steady false) is noise: left out of the mean, and counted
+    speedups = [float(f["speedup_measured"]) for f in finals if isinstance(f.get("speedup_measured"), (int, float)) and f.get("speedup_steady", True)]
+    unsteady = sum(f.get("speedup_steady") is False for f in finals)
     steered = lambda k: [float(r.method[k]) for r in group.runs if isinstance(r.method.get(k), (int, float))]  # noqa: E731
     row.update({
         "n_seeds": len(group.runs),
@@ -223,7 +225,7 @@ def summarize(group: Group, extra: Sequence[str]) -> dict[str, Any]:
         "flops_dense": _int(flops_dense),
         "flops_effective_mean": flops_eff, "flops_effective_std": _std(col("flops_effective")),
         "flops_reduction": flops_dense / flops_eff if flops_eff > 0 else math.nan,
-        "speedup_measured_mean": _mean(speedups) if speedups else None,
+        "speedup_measured_mean": _mean(speedups) if speedups else None, "speedup_unsteady": unsteady,
         # method.target_sparsity runs: where lam ended, and the sparsity the regularizer reached before the cut
         "lam_final_mean": _mean(steered("lam_final")) if steered("lam_final") else None,
         "sparsity_before_cut_mean": _mean(steered("sparsity_before_cut")) if steered("sparsity_before_cut") else None,
@@ -286,6 +288,14 @@ def fmt_count(n: float) -> str:
     return f"{n:.0f}"
 
 
+def _speedup(mean: float | None, unsteady: int) -> str:
+    """The mean steady speedup, and how many seeds' timings were left out as noise."""
+    text = "" if mean is None else f"{mean:.2f}x"
+    if unsteady:
+        text += f"{' ' if text else ''}({unsteady} unsteady left out)"
+    return text
+
+
 def display_rows(rows: Sequence[dict], extra: Sequence[str]) -> tuple[list[str], list[list[str]]]:
     """Headers and string cells for the markdown and terminal tables."""
     headers = ["method", "model", "dataset", "lam", "target", *extra, "seeds", "test acc %", "sparsity %",
@@ -301,7 +311,7 @@ def display_rows(rows: Sequence[dict], extra: Sequence[str]) -> tuple[list[str],
             _pct(r["test_acc_mean"], r["test_acc_std"]), _pct(r["sparsity_mean"], r["sparsity_std"]),
             fmt_count(r["params_nonzero_mean"]), r["architecture"], fmt_count(r["flops_dense"]),
             fmt_count(r["flops_effective_mean"]), "" if math.isnan(r["flops_reduction"]) else f"{r['flops_reduction']:.1f}x",
-            "" if r["speedup_measured_mean"] is None else f"{r['speedup_measured_mean']:.2f}x",
+            _speedup(r["speedup_measured_mean"], r.get("speedup_unsteady", 0)),
         ])  # fmt: skip
         if steered:
             before = r.get("sparsity_before_cut_mean")
