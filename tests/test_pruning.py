@@ -59,6 +59,7 @@ def test_pruning_that_wrecks_accuracy_is_named_with_its_cause():
     assert tail == pytest.approx(float(w.abs().max() / w.std()), rel=1e-6) and tail > 10
     std = PruneConfig(rule="std", threshold=0.25)
     assert damage_warning(0.98, 0.60, 10, tail, std) is None  # lost less than half the way to chance (10%)
+    assert damage_warning(None, None, 10, tail, std) is None  # no validation split: nothing to judge by
     message = damage_warning(0.98, 0.10, 10, tail, std)
     assert "98.00% to 10.00%" in message and "train.weight_decay" in message
     assert "weight_decay" not in damage_warning(0.98, 0.10, 10, tail, PruneConfig(rule="abs", threshold=0.1))

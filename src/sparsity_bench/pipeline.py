@@ -320,7 +320,7 @@ class Pipeline:
                     "val_acc": evaluate(model, self.data.val, cfg.train.eval_batch_size, self.accel),
                     "seconds": prune_seconds + time.perf_counter() - t0,
                 }
-                warning = None if not len(self.data.val) else damage_warning(  # judged on validation only
+                warning = damage_warning(
                     self.phases["train"]["val_acc"], self.phases["prune"]["val_acc"], self.data.num_classes, tail, cfg.prune
                 )
                 if warning:

@@ -202,13 +202,16 @@ def heaviest_tail(model: nn.Module, masks: Masks) -> float:
     return max((float(w.abs().max() / w.std()) for w in ws if w.dim() > 1 and w.std() > 0), default=0.0)
 
 
-def damage_warning(val_before: float, val_after: float, num_classes: int, tail: float, prune: PruneConfig) -> str | None:
-    """A warning when pruning took validation accuracy more than halfway down to chance, else None.
+def damage_warning(val_before: float | None, val_after: float | None, num_classes: int, tail: float, prune: PruneConfig) -> str | None:
+    """A warning when pruning took validation accuracy more than halfway down to chance, else None
+    (also None without a validation split: the test set is not used to judge).
 
     The usual cause under prune.rule=std: a regularizer that is blind to scale (Hoyer-Square)
     trained with Adam lets a few weights grow to tens of std, which inflates std, and the
     std-scaled threshold then removes weights the network relies on.
     """
+    if val_before is None or val_after is None:
+        return None
     chance = 1.0 / num_classes
     if val_after >= chance + 0.5 * (val_before - chance):
         return None

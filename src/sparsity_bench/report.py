@@ -311,7 +311,7 @@ def display_rows(rows: Sequence[dict], extra: Sequence[str]) -> tuple[list[str],
             _pct(r["test_acc_mean"], r["test_acc_std"]), _pct(r["sparsity_mean"], r["sparsity_std"]),
             fmt_count(r["params_nonzero_mean"]), r["architecture"], fmt_count(r["flops_dense"]),
             fmt_count(r["flops_effective_mean"]), "" if math.isnan(r["flops_reduction"]) else f"{r['flops_reduction']:.1f}x",
-            _speedup(r["speedup_measured_mean"], r.get("speedup_unsteady", 0)),
+            _speedup(r["speedup_measured_mean"], r["speedup_unsteady"]),
         ])  # fmt: skip
         if steered:
             before = r.get("sparsity_before_cut_mean")

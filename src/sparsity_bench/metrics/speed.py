@@ -58,9 +58,13 @@ def time_rounds(fns: dict[str, Callable[[], object]], device: torch.device, repe
     return samples
 
 
+def _medians(rounds: dict[str, list[float]]) -> dict[str, float]:
+    return {k: statistics.median(v) for k, v in rounds.items()}
+
+
 def time_calls(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int, warmup: int) -> dict[str, float]:
     """Median milliseconds per call of each function, interleaving them round by round."""
-    return {k: statistics.median(v) for k, v in time_rounds(fns, device, repeats, warmup).items()}
+    return _medians(time_rounds(fns, device, repeats, warmup))
 
 
 def paired_speedup(dense_ms: Sequence[float], slim_ms: Sequence[float]) -> dict:
@@ -98,7 +102,7 @@ def model_speed(
         for b in batch_sizes:
             x = _batch(examples, b, device)
             rounds = time_rounds({k: (lambda m=m: m(x)) for k, (m, _, _) in models.items()}, device, repeats, warmup)
-            ms = {k: statistics.median(v) for k, v in rounds.items()}
+            ms = _medians(rounds)
             table[f"batch_{b}"] = {
                 "dense_ms": ms["dense"], "slim_ms": ms["slim"], **paired_speedup(rounds["dense"], rounds["slim"]),
                 "dense_per_s": 1e3 * b / ms["dense"], "slim_per_s": 1e3 * b / ms["slim"],
